@@ -1,1 +1,22 @@
-fn main(){}
+//! `ironcage`: the command-line front end. Parses arguments, loads the policy, asks the
+//! engine for a plan, runs it, prints the report. Exit codes and error printing live here
+//! and only here (see `ironcage_sandbox::exit_code`).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    let code = match commands::dispatch(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("ironcage: {err:#}");
+            err.downcast_ref::<commands::Exit>().map(|e| e.0).unwrap_or(ironcage_sandbox::exit_code::USAGE)
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,144 @@
+//! What this host can enforce: read once per run (cheaply) and shown by `ironcage doctor`.
+//! Reads /proc and /sys and asks the kernel harmless questions; changes nothing.
+
+use crate::cgroup::{self, Controller, Layout, Parent};
+use crate::plan::HostFacts;
+use crate::sys;
+use std::fs;
+use std::path::Path;
+
+/// Facts for planning a run as the current user.
+pub fn host_facts() -> HostFacts {
+    let uid = sys::getuid();
+    let is_root = sys::geteuid() == 0;
+    let layout = Layout::read();
+    HostFacts {
+        uid,
+        gid: sys::getgid(),
+        is_root,
+        user_namespaces: user_namespaces(),
+        landlock_abi: sys::landlock_abi(),
+        seccomp_user_notif: seccomp_user_notif(),
+        cgroup: cgroup_parent(&layout, is_root, uid),
+        block_devices: cgroup::block_devices(Path::new("/sys/block")),
+        nofile_hard: sys::getrlimit(libc::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(1024),
+        host_env: std::env::vars().collect(),
+    }
+}
+
+fn user_namespaces() -> Result<(), String> {
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    if max == Some(0) {
+        return Err("user namespaces are disabled (user.max_user_namespaces = 0); fix: sysctl -w user.max_user_namespaces=15000".into());
+    }
+    if let Ok(v) = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone") {
+        if v.trim() == "0" && sys::geteuid() != 0 {
+            return Err("unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0); fix: sysctl -w kernel.unprivileged_userns_clone=1".into());
+        }
+    }
+    if let Ok(v) = fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") {
+        if v.trim() == "1" && sys::geteuid() != 0 {
+            return Err("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1); fix: an AppArmor profile for ironcage with `userns,` or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0".into());
+        }
+    }
+    Ok(())
+}
+
+/// SECCOMP_GET_NOTIF_SIZES succeeds on kernels with user notification (5.0+).
+fn seccomp_user_notif() -> bool {
+    let mut sizes = [0u16; 3];
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into the buffer we pass.
+    let r = unsafe { libc::syscall(libc::SYS_seccomp, 3 /* SECCOMP_GET_NOTIF_SIZES */, 0, sizes.as_mut_ptr()) };
+    r == 0
+}
+
+/// Where this user's run cgroups can go, or why nowhere.
+pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent, String> {
+    if layout.v1.is_empty() && layout.v2.is_none() {
+        return Err("no cgroup filesystem is mounted".into());
+    }
+    if is_root {
+        return layout.root_parent().ok_or_else(|| "no usable cgroup hierarchy".into());
+    }
+    let parent = layout.user_parent(uid).ok_or("no usable cgroup hierarchy")?;
+    match &parent {
+        Parent::V1(map) => {
+            let mut usable = std::collections::BTreeMap::new();
+            for (c, dir) in map {
+                if writable_dir(dir) {
+                    usable.insert(*c, dir.clone());
+                }
+            }
+            if usable.is_empty() {
+                let example = map.values().next().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(format!("cgroup v1 subtrees such as {example} do not exist or are not writable by uid {uid}"));
+            }
+            Ok(Parent::V1(usable))
+        }
+        Parent::V2 { dir, controllers } => {
+            if !writable_dir(dir) || !dir.join("cgroup.subtree_control").exists() {
+                return Err(format!("this process's cgroup {} is not delegated to uid {uid}", dir.display()));
+            }
+            Ok(Parent::V2 { dir: dir.clone(), controllers: controllers.clone() })
+        }
+    }
+}
+
+fn writable_dir(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: c is NUL-terminated.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// One line of `ironcage doctor`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub mechanism: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub fn doctor() -> Vec<Check> {
+    let facts = host_facts();
+    let layout = Layout::read();
+    let mut out = Vec::new();
+    let mut add = |m: &str, ok: bool, d: String| out.push(Check { mechanism: m.into(), ok, detail: d });
+    add("user", true, format!("uid {} ({})", facts.uid, if facts.is_root { "root: sandboxes run as uid 65534" } else { "rootless: sandboxes run as your uid" }));
+    add("arch", cfg!(target_arch = "x86_64"), std::env::consts::ARCH.into());
+    match &facts.user_namespaces {
+        Ok(()) => add("namespaces", true, "user, pid, mount, net, uts, ipc, cgroup".into()),
+        Err(e) => add("namespaces", false, e.clone()),
+    }
+    add("seccomp", true, "seccomp-bpf filters".into());
+    add(
+        "seccomp.report",
+        facts.seccomp_user_notif,
+        if facts.seccomp_user_notif { "user notification: denied calls are reported by name".into() } else { "no user notification (needs Linux 5.0+)".into() },
+    );
+    let abi = facts.landlock_abi;
+    add(
+        "landlock",
+        abi >= 1,
+        match abi {
+            0 => "not available (Linux 5.13+ with landlock in the lsm= list)".into(),
+            a => format!(
+                "ABI {a}: filesystem{}{}",
+                if a >= 4 { ", TCP ports" } else { "; no TCP port rules (ABI 4)" },
+                if a >= 6 { ", signal and abstract-socket scoping" } else { "; no scoping (ABI 6)" }
+            ),
+        },
+    );
+    let version = if layout.is_v1() { "v1 (hybrid)" } else if layout.v2.is_some() { "v2" } else { "none" };
+    match &facts.cgroup {
+        Ok(parent) => {
+            for c in Controller::ALL {
+                let ok = parent.has(c);
+                add(&format!("cgroup.{}", c.v1_name()), ok, format!("cgroup {version}{}", if ok { "" } else { ": controller not available to this user" }));
+            }
+        }
+        Err(e) => add("cgroups", false, format!("cgroup {version}: {e}. Fix: {}", if facts.is_root { "mount cgroup controllers".to_string() } else { format!("sudo ironcage cgroup delegate --user {}", facts.uid) })),
+    }
+    add("rlimits", true, format!("file size, open files (host hard limit {}), core dumps off", facts.nofile_hard));
+    add("pidfd", sys::pidfd_open(sys::getpid()).is_ok(), "pidfd_open (Linux 5.3+)".into());
+    out
+}

@@ -1,0 +1,88 @@
+//! The run report: everything a user needs to know about one run, as JSON. Built by the
+//! supervisor from what the kernel measured; never from what the sandbox says about itself,
+//! except the workload's exit status, which init relays.
+
+use crate::plan::Unenforced;
+use serde::Serialize;
+
+/// Documented exit codes of `ironcage run` (besides the command's own 0-255 and 128+N).
+pub mod exit_code {
+    /// Bad usage or an invalid policy file.
+    pub const USAGE: i32 = 2;
+    /// Denied by policy: the host cannot enforce the policy (without --best-effort), or the
+    /// policy denies executing the command.
+    pub const DENIED: i32 = 120;
+    /// Killed: session timeout reached.
+    pub const TIMEOUT: i32 = 121;
+    /// Killed: out of memory (the memory limit).
+    pub const MEMORY: i32 = 122;
+    /// The sandbox could not be set up.
+    pub const SETUP_FAILED: i32 = 125;
+    /// The command exists but could not be executed.
+    pub const NOT_EXECUTABLE: i32 = 126;
+    /// The command was not found inside the sandbox.
+    pub const NOT_FOUND: i32 = 127;
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Exited,
+    Signaled,
+    Timeout,
+    OutOfMemory,
+    ExecFailed,
+    SetupFailed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitHit {
+    pub limit: Option<u64>,
+    pub hit: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub memory: LimitHit,
+    pub oom_kills: u64,
+    pub pids: LimitHit,
+    pub pids_refused_forks: u64,
+    pub cpu_quota_us_per_100ms: Option<u64>,
+    pub cpu_throttled_periods: Option<u64>,
+    pub timeout: LimitHit,
+    pub file_size: LimitHit,
+    pub open_files: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Violation {
+    /// A system call the policy denies; it failed with EPERM.
+    Syscall { syscall: String, nr: i32, count: u64, floor: bool },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub policy: String,
+    pub command: Vec<String>,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    /// What `ironcage run` itself exits with.
+    pub ironcage_exit_code: i32,
+    pub error: Option<String>,
+    pub wall_time_ms: f64,
+    pub cpu_user_ms: f64,
+    pub cpu_system_ms: f64,
+    pub peak_memory_bytes: Option<u64>,
+    pub limits: Limits,
+    pub violations: Vec<Violation>,
+    /// Mechanisms the policy asked for that were not enforced (only with --best-effort).
+    pub unenforced: Vec<Unenforced>,
+    /// Floor entries the policy lifted with unsafe_lift_floor.
+    pub floor_lifted: Vec<String>,
+    pub sandbox_uid: u32,
+    pub cgroup_version: Option<u8>,
+    pub landlock_abi: i32,
+    pub started_at_unix_ms: u128,
+}

@@ -1,0 +1,673 @@
+//! The only module with `unsafe`: thin, typed wrappers over the system calls the sandbox
+//! needs. Each wrapper converts the C return convention into `io::Result` and says, in a
+//! SAFETY comment, why the call cannot violate Rust's memory rules. Policy decisions
+//! never live here.
+
+#![allow(clippy::cast_possible_truncation)]
+
+use crate::seccomp::Insn;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::{size_of, zeroed, MaybeUninit};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_int(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("path contains NUL: {s:?}")))
+}
+
+/// Fork-like clone into new namespaces. Returns `Ok(None)` in the child.
+///
+/// The caller must be single-threaded: the child starts with a copy of only the calling
+/// thread, so locks held by other threads (the allocator's, stdio's) would never be
+/// released. `ironcage run` forks before it starts any thread.
+pub fn clone_fork(ns_flags: libc::c_int) -> io::Result<Option<i32>> {
+    // SAFETY: raw clone with a NULL stack behaves like fork(2): the child continues on a
+    // copy of this thread's stack. No pointers are passed (parent_tid/child_tid/tls NULL).
+    let ret = unsafe { libc::syscall(libc::SYS_clone, (ns_flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    match check(ret)? {
+        0 => Ok(None),
+        pid => Ok(Some(pid as i32)),
+    }
+}
+
+/// fork(2). Same single-thread caveat as `clone_fork`.
+pub fn fork() -> io::Result<Option<i32>> {
+    clone_fork(0)
+}
+
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for the kernel to fill.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for the kernel to fill.
+    check_int(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair succeeded, so both descriptors are open and unowned.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid readable slice of buf.len() bytes.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is a valid writable slice of buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+    let src = src.map(cstr).transpose()?;
+    let target = cstr(target)?;
+    let fstype = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    let p = |c: &Option<CString>| c.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+    check_int(unsafe { libc::mount(p(&src), target.as_ptr(), p(&fstype), flags, p(&data).cast()) })?;
+    Ok(())
+}
+
+pub const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub const AT_RECURSIVE: libc::c_uint = 0x8000;
+pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Opens a path as O_PATH without following any symlink in any component (openat2
+/// RESOLVE_NO_SYMLINKS), so a link planted by an earlier sandbox cannot redirect us.
+pub fn open_path_nofollow(path: &str) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
+    let fd = check(unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how as *const libc::open_how, size_of::<libc::open_how>()) })?;
+    // SAFETY: openat2 returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Opens a path as O_PATH, following symlinks (administrator-chosen immutable paths).
+pub fn open_path(path: &str) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: c is NUL-terminated.
+    let fd = check_int(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Clones the mount tree at `fd` into a detached mount (open_tree OPEN_TREE_CLONE).
+pub fn open_tree_clone(fd: &OwnedFd, recursive: bool) -> io::Result<OwnedFd> {
+    let empty = c"";
+    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: fd is open; the path is an empty NUL-terminated string (AT_EMPTY_PATH).
+    let ret = check(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags) })?;
+    // SAFETY: open_tree returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Sets mount attributes (read-only, nosuid, ...) on a mount fd, recursively.
+pub fn mount_setattr_fd(fd: &OwnedFd, set: u64, clear: u64) -> io::Result<()> {
+    setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, set, clear)
+}
+
+/// Sets mount attributes on the mount at `path`, not recursively.
+pub fn mount_setattr_path(path: &str, set: u64, clear: u64) -> io::Result<()> {
+    let c = cstr(path)?;
+    setattr(libc::AT_FDCWD, &c, 0, set, clear)
+}
+
+fn setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    // SAFETY: path is NUL-terminated; attr is a valid mount_attr of the size passed.
+    check(unsafe { libc::syscall(libc::SYS_mount_setattr, dirfd, path.as_ptr(), flags, &attr as *const MountAttr, size_of::<MountAttr>()) })?;
+    Ok(())
+}
+
+/// Attaches a detached mount at `target`.
+pub fn move_mount_to(fd: &OwnedFd, target: &str) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: fd is open; both paths are NUL-terminated strings outliving the call.
+    check(unsafe { libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) })?;
+    Ok(())
+}
+
+pub fn pivot_root(new_root: &str, put_old: &str) -> io::Result<()> {
+    let (n, o) = (cstr(new_root)?, cstr(put_old)?);
+    // SAFETY: both are NUL-terminated strings.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn umount_detach(path: &str) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: c is NUL-terminated.
+    check_int(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })?;
+    Ok(())
+}
+
+pub fn chdir(path: &str) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: c is NUL-terminated.
+    check_int(unsafe { libc::chdir(c.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe name's bytes.
+    check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare takes only flags.
+    check_int(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments.
+    check_int(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: every prctl option used here takes integer arguments only.
+    check_int(unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) })?;
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> io::Result<()> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)
+}
+
+pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
+    prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0)
+}
+
+pub fn set_dumpable(on: bool) -> io::Result<()> {
+    prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0)
+}
+
+pub fn set_child_subreaper() -> io::Result<()> {
+    prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0)
+}
+
+pub fn set_name(name: &CStr) {
+    // SAFETY: name is NUL-terminated and PR_SET_NAME reads at most 16 bytes of it.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+}
+
+/// Drops every capability not in `keep` from the bounding set, sets the permitted,
+/// effective and inheritable sets to `keep`, and raises `keep` as ambient so the
+/// capabilities survive execve of an ordinary (non-root, no file caps) program.
+pub fn restrict_capabilities(keep: &[u8]) -> io::Result<()> {
+    for cap in 0..=last_cap() {
+        if !keep.contains(&(cap as u8)) {
+            prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0)?;
+        }
+    }
+    // Clear ambient first so nothing inherited survives.
+    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)?;
+    let mut mask = [0u32; 2];
+    for &c in keep {
+        mask[(c / 32) as usize] |= 1 << (c % 32);
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [0, 1].map(|i| Data { effective: mask[i], permitted: mask[i], inheritable: mask[i] });
+    // SAFETY: header and data are valid capset v3 structures (two data words).
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
+    for &c in keep {
+        prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, c as libc::c_ulong)?;
+    }
+    Ok(())
+}
+
+pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    // SAFETY: lim is a valid rlimit.
+    check_int(unsafe { libc::setrlimit(resource, &lim) })?;
+    Ok(())
+}
+
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: lim is a valid rlimit for the kernel to fill.
+    check_int(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: close_range takes integers; closing descriptors we may not "own" in the Rust
+    // sense is the point (this runs just before exec, nothing uses them afterwards).
+    check_int(unsafe { libc::close_range(first, last, 0) })?;
+    Ok(())
+}
+
+/// dup3 with O_CLOEXEC onto a fixed number.
+pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 takes integers.
+    check_int(unsafe { libc::dup3(fd, target, libc::O_CLOEXEC) })?;
+    Ok(())
+}
+
+/// Installs a seccomp filter. With `listener`, also returns the user-notification fd.
+pub fn install_seccomp(prog: &[Insn], listener: bool) -> io::Result<Option<RawFd>> {
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+    let flags = if listener { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+    // SAFETY: Insn is layout-compatible with sock_filter (repr(C), same fields); fprog
+    // points at prog, which outlives the call. The kernel copies the program.
+    let ret = check(unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &fprog as *const libc::sock_fprog) })?;
+    Ok(listener.then_some(ret as RawFd))
+}
+
+/// Sends one descriptor over a unix socket (SCM_RIGHTS). Does not allocate.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // CMSG_SPACE(sizeof(int)) is 24 on x86_64; use a u64 array for alignment.
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: msg_control points at a buffer at least CMSG_SPACE(4) bytes long, so the
+    // first header and its data fit; the macros only compute addresses within it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+    }
+    // SAFETY: msg and everything it points to are alive for the call.
+    check(unsafe { libc::sendmsg(sock, &msg, 0) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Receives one descriptor sent with `send_fd`; `Ok(None)` when the peer closed.
+pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 4]>();
+    loop {
+        // SAFETY: msg points at live buffers of the sizes it declares.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        break;
+    }
+    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks msg_controllen.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// One pending seccomp notification: who made which call.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification {
+    pub id: u64,
+    pub pid: u32,
+    pub nr: i32,
+    pub args: [u64; 6],
+}
+
+pub fn notif_recv(fd: RawFd) -> io::Result<Notification> {
+    let mut n: MaybeUninit<libc::seccomp_notif> = MaybeUninit::zeroed();
+    // SAFETY: n is a zeroed seccomp_notif (the kernel requires it zeroed) of the size the
+    // ioctl number encodes.
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV as _, n.as_mut_ptr()) })?;
+    // SAFETY: the ioctl succeeded and filled the structure.
+    let n = unsafe { n.assume_init() };
+    Ok(Notification { id: n.id, pid: n.pid, nr: n.data.nr, args: n.data.args })
+}
+
+/// Answers a notification: the call fails with `errno` in the sandboxed process.
+pub fn notif_fail(fd: RawFd, id: u64, errno: i32) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp { id, val: 0, error: -errno, flags: 0 };
+    // SAFETY: resp is a valid seccomp_notif_resp.
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &resp) })?;
+    Ok(())
+}
+
+/// Replaces the process image. Returns only on failure.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated
+    // strings that the caller keeps alive across the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and skips atexit handlers, which a forked child must not
+    // run (they belong to the parent's state).
+    unsafe { libc::_exit(code) }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rusage {
+    pub user_us: u64,
+    pub system_us: u64,
+    pub max_rss_kib: u64,
+}
+
+/// waitpid with rusage. Returns (pid, raw status).
+pub fn wait4(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32, Rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut ru: libc::rusage = unsafe { zeroed() };
+    loop {
+        // SAFETY: status and ru are valid for the kernel to write.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        return Ok((r, status, Rusage { user_us: tv(ru.ru_utime), system_us: tv(ru.ru_stime), max_rss_kib: ru.ru_maxrss as u64 }));
+    }
+}
+
+pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes integers.
+    check_int(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// poll(2) on (fd, events) pairs; returns revents per entry. `timeout_ms` < 0 waits forever.
+pub fn poll(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
+    let mut p: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
+    // SAFETY: p is a valid array of p.len() pollfd structures.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.iter().map(|x| x.revents).collect())
+}
+
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: set is initialised; s is a signal number.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Sets the signal mask (SIG_SETMASK); returns the old one.
+pub fn set_sigmask(set: &libc::sigset_t) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data.
+    let mut old: libc::sigset_t = unsafe { zeroed() };
+    // SAFETY: both pointers are valid sigset_t.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, &mut old) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(old)
+}
+
+pub fn signalfd(set: &libc::sigset_t) -> io::Result<OwnedFd> {
+    // SAFETY: set is a valid sigset_t.
+    let fd = check_int(unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a signalfd, if any.
+pub fn signalfd_read(fd: RawFd) -> Option<i32> {
+    let mut info = MaybeUninit::<libc::signalfd_siginfo>::zeroed();
+    // SAFETY: info is writable and exactly one siginfo long.
+    let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), size_of::<libc::signalfd_siginfo>()) };
+    if n as usize != size_of::<libc::signalfd_siginfo>() {
+        return None;
+    }
+    // SAFETY: the kernel filled the whole structure.
+    Some(unsafe { info.assume_init() }.ssi_signo as i32)
+}
+
+/// Resets every catchable signal to its default disposition (before exec of the workload,
+/// so nothing inherited from the supervisor, e.g. an ignored SIGPIPE, leaks in).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// Brings the loopback interface up in the current network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket takes integers.
+    let s = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: s is a new descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as i16;
+    // SAFETY: req is a valid ifreq naming "lo".
+    check_int(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })?;
+    Ok(())
+}
+
+pub fn getuid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getuid() }
+}
+
+pub fn getgid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getgid() }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// fchown on an O_PATH-free fd-less path without following a final symlink.
+pub fn lchown(path: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: c is NUL-terminated.
+    check_int(unsafe { libc::lchown(c.as_ptr(), uid, gid) })?;
+    Ok(())
+}
+
+/// Landlock ABI version of the running kernel, 0 if unsupported.
+pub fn landlock_abi() -> i32 {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only
+    // returns the ABI version; no pointer is dereferenced.
+    let r = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, ptr::null::<u8>(), 0usize, 1u32) };
+    if r < 0 {
+        0
+    } else {
+        r as i32
+    }
+}
+
+pub fn is_fd_open(fd: RawFd) -> bool {
+    // SAFETY: fcntl F_GETFD takes integers.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+pub fn raw_status_exit(status: i32) -> Option<i32> {
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
+}
+
+pub fn raw_status_signal(status: i32) -> Option<i32> {
+    libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+}
+
+pub fn signal_name(sig: i32) -> String {
+    let names = [
+        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE",
+        "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ",
+        "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    names.get(sig as usize).filter(|n| !n.is_empty()).map(|s| s.to_string()).unwrap_or_else(|| format!("SIG{sig}"))
+}
+
+/// Waits for one of the (blocked) signals in `set`; returns its number.
+pub fn sigwait(set: &libc::sigset_t) -> i32 {
+    loop {
+        // SAFETY: siginfo_t is plain data; zeroed is valid.
+        let mut info: libc::siginfo_t = unsafe { zeroed() };
+        // SAFETY: set and info are valid for the call.
+        let r = unsafe { libc::sigwaitinfo(set, &mut info) };
+        if r > 0 {
+            return r;
+        }
+    }
+}
+
+pub fn symlink(target: &str, link: &str) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+/// Writes `data` to a file under /proc/<pid>/ (uid_map, gid_map, setgroups).
+pub fn write_proc(pid: i32, file: &str, data: &str) -> io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/{file}"), data)
+}
+
+pub fn access_exec(path: &CStr) -> bool {
+    // SAFETY: path is NUL-terminated.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// The primary gid of a uid from /etc/passwd, or the uid itself.
+pub fn getgid_of(uid: u32) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid)).then(|| f.get(3).and_then(|g| g.parse().ok())).flatten()
+            })
+        })
+        .unwrap_or(uid)
+}
+
+/// Sets real, effective and saved ids (gid first, while we still may).
+pub fn set_ids(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: setresgid/setresuid take integers.
+    check_int(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: as above.
+    check_int(unsafe { libc::setresuid(uid, uid, uid) })?;
+    Ok(())
+}
