@@ -8,18 +8,21 @@ use std::io::Write;
 
 /// An error that carries the exit code `ironcage` should end with.
 #[derive(Debug)]
-pub struct Exit(pub i32);
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
 
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code {}", self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Exit {}
 
 fn fail(code: i32, msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!(Exit(code)).context(msg.to_string())
+    anyhow!(Exit { code, message: msg.to_string() })
 }
 
 pub fn dispatch(cli: Cli) -> Result<i32> {

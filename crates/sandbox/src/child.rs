@@ -213,7 +213,11 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
     step(|| "mount root tmpfs".into(), sys::mount(Some("ironcage"), STAGE, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755,size=4m")))?;
     for (i, m) in plan.mounts.iter().enumerate() {
         let target = match m {
-            MountStep::BindReadOnly { target, .. } | MountStep::BindWritable { target, .. } | MountStep::Scratch { target, .. } | MountStep::File { target, .. } => target,
+            MountStep::BindReadOnly { target, .. }
+            | MountStep::BindWritable { target, .. }
+            | MountStep::Scratch { target, .. }
+            | MountStep::File { target, .. }
+            | MountStep::Symlink { target, .. } => target,
         };
         let t = stage(target);
         match m {
@@ -222,6 +226,12 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
                     step(|| format!("create {}", parent.display()), mkdirs(&parent.display().to_string()))?;
                 }
                 step(|| format!("write {}", target.display()), std::fs::write(&t, contents))?;
+            }
+            MountStep::Symlink { link, .. } => {
+                if let Some(parent) = Path::new(&t).parent() {
+                    step(|| format!("create {}", parent.display()), mkdirs(&parent.display().to_string()))?;
+                }
+                step(|| format!("link {}", target.display()), sys::symlink(&link.display().to_string(), &t))?;
             }
             MountStep::Scratch { size, .. } => {
                 step(|| format!("create {}", target.display()), mkdirs(&t))?;
@@ -290,7 +300,7 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
 fn describe(m: &MountStep) -> String {
     match m {
         MountStep::BindReadOnly { host, target, .. } | MountStep::BindWritable { host, target } => format!("{} -> {}", host.display(), target.display()),
-        MountStep::Scratch { target, .. } | MountStep::File { target, .. } => target.display().to_string(),
+        MountStep::Scratch { target, .. } | MountStep::File { target, .. } | MountStep::Symlink { target, .. } => target.display().to_string(),
     }
 }
 

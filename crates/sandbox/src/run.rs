@@ -282,7 +282,7 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
 fn source_of(m: &MountStep) -> &Path {
     match m {
         MountStep::BindReadOnly { host, .. } | MountStep::BindWritable { host, .. } => host,
-        MountStep::Scratch { target, .. } | MountStep::File { target, .. } => target,
+        MountStep::Scratch { target, .. } | MountStep::File { target, .. } | MountStep::Symlink { target, .. } => target,
     }
 }
 
