@@ -1,0 +1,217 @@
+//! Test harness: runs the real `ironcage` binary as root and as an unprivileged user.
+//!
+//! Every sandbox test runs in both modes (`both_modes!`). The suite must run as root (CI
+//! does); it drops to the test user with `setpriv` for the rootless mode. Nothing here
+//! skips: a missing prerequisite is a failure with a message saying how to fix it.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Root,
+    User,
+}
+
+/// The unprivileged user for rootless runs: $IRONCAGE_TEST_USER or `ironcage-test`.
+pub fn test_user() -> &'static (String, u32, u32) {
+    static U: OnceLock<(String, u32, u32)> = OnceLock::new();
+    U.get_or_init(|| {
+        let name = std::env::var("IRONCAGE_TEST_USER").unwrap_or_else(|_| "ironcage-test".into());
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, &name]).output().expect("run id");
+            assert!(out.status.success(), "test user `{name}` does not exist: create it with `useradd -m {name}` (scripts/test.sh does)");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        (name.clone(), id("-u"), id("-g"))
+    })
+}
+
+fn assert_root() {
+    // SAFETY-free check: /proc/self/status names our effective uid.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap();
+    assert_eq!(euid, "0", "the sandbox test suite runs as root (it tests root mode and drops to a user for rootless mode); run scripts/test.sh");
+}
+
+/// A world-readable copy of the binary (the build dir may sit under /root, which the test
+/// user cannot traverse), plus cgroup delegation for the test user.
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        assert_root();
+        let dir = PathBuf::from(format!("/tmp/ironcage-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("ironcage");
+        std::fs::copy(env!("CARGO_BIN_EXE_ironcage"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (name, _, _) = test_user();
+        let out = Command::new(&bin).args(["cgroup", "delegate", "--user", name]).output().unwrap();
+        assert!(out.status.success(), "cgroup delegate failed: {}", String::from_utf8_lossy(&out.stderr));
+        bin
+    })
+}
+
+/// A scratch directory on the host that both root and the test user can use.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let path = tempfile::Builder::new().prefix("ironcage-test-").tempdir_in("/tmp").unwrap().keep();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Scratch { path }
+    }
+
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, contents).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Result of one `ironcage run`.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: Value,
+}
+
+impl Run {
+    /// Syscall violations in the report, by name -> count.
+    pub fn denied(&self, name: &str) -> u64 {
+        self.report["violations"]
+            .as_array()
+            .map(|v| v.iter().filter(|x| x["syscall"] == name).map(|x| x["count"].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn show(&self) -> String {
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- report\n{:#}", self.code, self.stdout, self.stderr, self.report)
+    }
+}
+
+/// Builds the command line that runs `ironcage ARGS` as root or as the test user.
+pub fn ironcage(mode: Mode) -> Command {
+    let bin = binary();
+    let mut cmd = match mode {
+        Mode::Root => Command::new(bin),
+        Mode::User => {
+            let (_, uid, gid) = test_user();
+            let mut c = Command::new("setpriv");
+            c.args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--inh-caps=-all", "--reset-env"]);
+            c.arg(bin);
+            c
+        }
+    };
+    cmd.current_dir("/tmp");
+    cmd
+}
+
+/// Runs `ironcage run --policy POLICY [extra] -- CMD` and parses its report.
+pub fn cage_with(mode: Mode, policy: &Path, extra: &[&str], cmd: &[&str], stdin: Option<&str>) -> Run {
+    let s = Scratch::new();
+    let report = s.path.join("report.json");
+    let mut c = ironcage(mode);
+    c.arg("run").arg("--policy").arg(policy).arg("--report").arg(&report).args(extra).arg("--").args(cmd);
+    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn ironcage");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let report = std::fs::read_to_string(&report).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into(), report }
+}
+
+pub fn cage(mode: Mode, policy: &Path, cmd: &[&str]) -> Run {
+    cage_with(mode, policy, &[], cmd, None)
+}
+
+/// Runs python3 code in the sandbox (Debian's interpreter, not a pyenv shim).
+pub fn py(mode: Mode, policy: &Path, code: &str) -> Run {
+    cage(mode, policy, &["/usr/bin/python3", "-c", code])
+}
+
+/// A policy file based on ai-strict, with sections replaced. `sections` are top-level YAML
+/// blocks (e.g. "resources:\n  pids_limit: 16\n") that override the defaults below.
+pub fn policy(dir: &Scratch, sections: &[&str]) -> PathBuf {
+    let mut doc: Vec<(String, String)> = vec![
+        ("name".into(), "name: test\n".into()),
+        ("filesystem".into(), "filesystem:\n  immutable_paths:\n    - { host_path: /usr, sandbox_path: /usr }\n    - { host_path: /bin, sandbox_path: /bin }\n    - { host_path: /lib, sandbox_path: /lib }\n    - { host_path: /lib64, sandbox_path: /lib64, optional: true }\n    - { host_path: /etc/alternatives, sandbox_path: /etc/alternatives, optional: true }\n  scratch_paths: [/tmp]\n  working_dir: /tmp\n".into()),
+        ("syscalls".into(), format!("syscalls:\n  default_deny: true\n  allow: [{}]\n", STRICT_ALLOW)),
+        ("resources".into(), "resources:\n  memory_limit_bytes: 512M\n  pids_limit: 64\n  session_timeout_seconds: 60\n".into()),
+        ("network".into(), "network:\n  isolated: true\n".into()),
+    ];
+    for s in sections {
+        let key = s.split(':').next().unwrap().trim().to_string();
+        match doc.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = s.to_string(),
+            None => doc.push((key, s.to_string())),
+        }
+    }
+    let text: String = doc.into_iter().map(|(_, v)| if v.ends_with('\n') { v } else { v + "\n" }).collect();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let _ = n;
+    dir.file(&format!("policy-{}.yaml", unique()), &text)
+}
+
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The allow list of the built-in ai-strict profile, so test policies behave like it.
+pub const STRICT_ALLOW: &str = "open, openat, openat2, creat, close_range, mkdir, mkdirat, rmdir, unlink, unlinkat, rename, renameat, renameat2, link, linkat, symlink, symlinkat, chmod, fchmod, fchmodat, fchown, fchownat, truncate, ftruncate, fallocate, fsync, fdatasync, utimensat, chdir, fchdir, umask, statfs, fstatfs, flock, fadvise64, sendfile, copy_file_range, getxattr, lgetxattr, fgetxattr, listxattr, llistxattr, memfd_create, preadv, pwritev, execve, execveat, clone, clone3, fork, vfork, wait4, waitid, kill, tgkill, setpgid, setsid, getpriority, sched_getparam, sched_getscheduler, prctl, capget, setrlimit, pipe, pipe2, eventfd2, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, timerfd_create, timerfd_settime, setitimer, alarm, socket, socketpair, connect, accept, accept4, bind, listen, sendto, recvfrom, sendmsg, recvmsg, shutdown, getsockname, getpeername, setsockopt, getsockopt";
+
+/// Both modes for one test body: generates `NAME::as_root` and `NAME::as_user`.
+#[macro_export]
+macro_rules! both_modes {
+    ($(#[$m:meta])* fn $name:ident($mode:ident: Mode) $body:block) => {
+        mod $name {
+            use super::*;
+            fn body($mode: Mode) $body
+            $(#[$m])*
+            #[test]
+            fn as_root() { body(Mode::Root) }
+            $(#[$m])*
+            #[test]
+            fn as_user() { body(Mode::User) }
+        }
+    };
+}
+
+/// Host processes whose command line contains `marker` (to prove nothing survived).
+pub fn host_processes_with(marker: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(marker) && !cmd.contains("ironcage") && !cmd.contains("setpriv") {
+                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
