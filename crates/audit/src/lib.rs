@@ -11,9 +11,15 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {}: {source}", path.display())]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("audit log {}: cannot append: {source}", path.display())]
-    Append { path: PathBuf, source: std::io::Error },
+    Append {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One audit event. `kind` says what happened; `detail` is the kind-specific body
@@ -39,20 +45,41 @@ pub struct Log {
 
 impl Log {
     pub fn open(path: &Path) -> Result<Log, AuditError> {
-        let err = |source| AuditError::Open { path: path.to_path_buf(), source };
+        let err = |source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| AuditError::Open { path: path.to_path_buf(), source: e })?;
-        Ok(Log { file, path: path.to_path_buf() })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| AuditError::Open {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Log {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Appends one event as a single line with a single write(2), so concurrent writers
     /// never interleave inside a record and a crash never leaves half a line.
     pub fn append<T: Serialize>(&mut self, event: &Event<T>) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(event).map_err(|e| AuditError::Append { path: self.path.clone(), source: e.into() })?;
+        let mut line = serde_json::to_vec(event).map_err(|e| AuditError::Append {
+            path: self.path.clone(),
+            source: e.into(),
+        })?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| AuditError::Append { path: self.path.clone(), source })
+        self.file
+            .write_all(&line)
+            .map_err(|source| AuditError::Append {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -66,10 +93,20 @@ mod tests {
         let path = dir.path().join("sub/audit.log");
         let mut log = Log::open(&path).unwrap();
         for i in 0..3 {
-            log.append(&Event { version: EVENT_VERSION, kind: KIND_RUN, time_unix_ms: i, host_uid: 0, detail: serde_json::json!({"n": i}) }).unwrap();
+            log.append(&Event {
+                version: EVENT_VERSION,
+                kind: KIND_RUN,
+                time_unix_ms: i,
+                host_uid: 0,
+                detail: serde_json::json!({"n": i}),
+            })
+            .unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["detail"]["n"], 2);
         assert_eq!(lines[0]["kind"], "run");

@@ -22,7 +22,10 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn fail(code: i32, msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!(Exit { code, message: msg.to_string() })
+    anyhow!(Exit {
+        code,
+        message: msg.to_string()
+    })
 }
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -54,7 +57,11 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             None => (e.clone(), None),
         })
         .collect();
-    let req = Request { argv: args.command.clone(), env, best_effort: args.best_effort };
+    let req = Request {
+        argv: args.command.clone(),
+        env,
+        best_effort: args.best_effort,
+    };
     let facts = probe::host_facts();
     let plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
         Ok(p) => p,
@@ -66,25 +73,49 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         return Ok(0);
     }
     for u in &plan.unenforced {
-        eprintln!("ironcage: warning: NOT ENFORCED (--best-effort): {}: {}", u.mechanism, u.reason);
+        eprintln!(
+            "ironcage: warning: NOT ENFORCED (--best-effort): {}: {}",
+            u.mechanism, u.reason
+        );
     }
     if !plan.floor_lifted.is_empty() {
         eprintln!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
     }
     // Open the audit log before running: a run that cannot be recorded does not happen.
     let mut audit = match &plan.audit_log {
-        Some(path) => Some(ironcage_audit::Log::open(path).map_err(|e| fail(exit_code::DENIED, format!("{e} (policy `{}` requires an audit record)", policy.name)))?),
+        Some(path) => Some(ironcage_audit::Log::open(path).map_err(|e| {
+            fail(
+                exit_code::DENIED,
+                format!("{e} (policy `{}` requires an audit record)", policy.name),
+            )
+        })?),
         None => None,
     };
     let parent = facts.cgroup.as_ref().ok();
-    let ctx = run::Context { policy_name: &policy.name, cgroup_parent: parent, block_devices: &facts.block_devices, is_root: facts.is_root };
-    let report = run::run(&plan, &ctx).map_err(|e| fail(exit_code::SETUP_FAILED, format!("sandbox setup failed: {e}")))?;
+    let ctx = run::Context {
+        policy_name: &policy.name,
+        cgroup_parent: parent,
+        block_devices: &facts.block_devices,
+        is_root: facts.is_root,
+    };
+    let report = run::run(&plan, &ctx).map_err(|e| {
+        fail(
+            exit_code::SETUP_FAILED,
+            format!("sandbox setup failed: {e}"),
+        )
+    })?;
     if let Some(err) = &report.error {
         eprintln!("ironcage: {err}");
     }
     match report.outcome {
-        ironcage_sandbox::report::Outcome::Timeout => eprintln!("ironcage: killed: session timeout ({}s) reached", report.limits.timeout.limit.unwrap_or(0)),
-        ironcage_sandbox::report::Outcome::OutOfMemory => eprintln!("ironcage: killed: out of memory (limit {} bytes)", report.limits.memory.limit.unwrap_or(0)),
+        ironcage_sandbox::report::Outcome::Timeout => eprintln!(
+            "ironcage: killed: session timeout ({}s) reached",
+            report.limits.timeout.limit.unwrap_or(0)
+        ),
+        ironcage_sandbox::report::Outcome::OutOfMemory => eprintln!(
+            "ironcage: killed: out of memory (limit {} bytes)",
+            report.limits.memory.limit.unwrap_or(0)
+        ),
         _ => {}
     }
     if let Some(log) = audit.as_mut() {
@@ -95,16 +126,19 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             host_uid: facts.uid,
             detail: &report,
         };
-        log.append(&event).map_err(|e| fail(exit_code::SETUP_FAILED, e))?;
+        log.append(&event)
+            .map_err(|e| fail(exit_code::SETUP_FAILED, e))?;
     }
     if args.json || args.report.is_some() || args.report_fd.is_some() {
         let mut text = serde_json::to_string(&report)?;
         text.push('\n');
         if let Some(path) = &args.report {
-            std::fs::write(path, &text).with_context(|| format!("writing report to {}", path.display()))?;
+            std::fs::write(path, &text)
+                .with_context(|| format!("writing report to {}", path.display()))?;
         } else if let Some(fd) = args.report_fd {
             let mut f = inherited_fd(fd)?;
-            f.write_all(text.as_bytes()).context("writing report to --report-fd")?;
+            f.write_all(text.as_bytes())
+                .context("writing report to --report-fd")?;
         } else {
             std::io::stderr().write_all(text.as_bytes())?;
         }
@@ -114,7 +148,10 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
 
 /// Opens `/proc/self/fd/N` for writing: uses an inherited descriptor without `unsafe`.
 fn inherited_fd(fd: i32) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{fd}")).with_context(|| format!("--report-fd {fd} is not an open descriptor"))
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .with_context(|| format!("--report-fd {fd} is not an open descriptor"))
 }
 
 fn doctor(json: bool) -> Result<i32> {
@@ -123,7 +160,12 @@ fn doctor(json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!("{:<4} {:<16} {}", if c.ok { "ok" } else { "MISS" }, c.mechanism, c.detail);
+            println!(
+                "{:<4} {:<16} {}",
+                if c.ok { "ok" } else { "MISS" },
+                c.mechanism,
+                c.detail
+            );
         }
     }
     Ok(0)
@@ -134,8 +176,12 @@ fn profile(cmd: ProfileCmd) -> Result<i32> {
         ProfileCmd::List => {
             for (name, origin) in ironcage_policy::list_profiles() {
                 let desc = match &origin {
-                    Origin::BuiltIn(_) => ironcage_policy::find_profile(&name).map(|l| l.policy.description).unwrap_or_default(),
-                    Origin::File(p) => ironcage_policy::load_file(p).map(|l| l.policy.description).unwrap_or_else(|e| format!("INVALID: {e}")),
+                    Origin::BuiltIn(_) => ironcage_policy::find_profile(&name)
+                        .map(|l| l.policy.description)
+                        .unwrap_or_default(),
+                    Origin::File(p) => ironcage_policy::load_file(p)
+                        .map(|l| l.policy.description)
+                        .unwrap_or_else(|e| format!("INVALID: {e}")),
                 };
                 println!("{name:<16} {origin:<40} {desc}");
             }
@@ -143,9 +189,17 @@ fn profile(cmd: ProfileCmd) -> Result<i32> {
         }
         ProfileCmd::Show { name } => {
             let path = std::path::Path::new(&name);
-            let loaded = if name.contains('/') || path.is_file() { load(None, Some(path))? } else { load(Some(&name), None)? };
+            let loaded = if name.contains('/') || path.is_file() {
+                load(None, Some(path))?
+            } else {
+                load(Some(&name), None)?
+            };
             if let Origin::BuiltIn(n) = loaded.origin {
-                let text = ironcage_policy::BUILT_INS.iter().find(|(b, _)| *b == n).map(|(_, t)| *t).unwrap_or_default();
+                let text = ironcage_policy::BUILT_INS
+                    .iter()
+                    .find(|(b, _)| *b == n)
+                    .map(|(_, t)| *t)
+                    .unwrap_or_default();
                 print!("{text}");
             } else if let Origin::File(p) = &loaded.origin {
                 print!("# from {}\n{}", p.display(), std::fs::read_to_string(p)?);
@@ -169,7 +223,9 @@ fn delegate(user: &str) -> Result<i32> {
                 .lines()
                 .find_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
-                    (f.first() == Some(&user)).then(|| f.get(2).and_then(|u| u.parse().ok())).flatten()
+                    (f.first() == Some(&user))
+                        .then(|| f.get(2).and_then(|u| u.parse().ok()))
+                        .flatten()
                 })
                 .ok_or_else(|| anyhow!("no such user `{user}`"))?
         }

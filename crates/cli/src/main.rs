@@ -15,7 +15,9 @@ fn main() {
         Ok(code) => code,
         Err(err) => {
             eprintln!("ironcage: {err:#}");
-            err.downcast_ref::<commands::Exit>().map(|e| e.code).unwrap_or(ironcage_sandbox::exit_code::USAGE)
+            err.downcast_ref::<commands::Exit>()
+                .map(|e| e.code)
+                .unwrap_or(ironcage_sandbox::exit_code::USAGE)
         }
     };
     std::process::exit(code);

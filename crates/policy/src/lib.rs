@@ -22,11 +22,23 @@ use std::path::{Path, PathBuf};
 pub enum PolicyError {
     /// The text parsed badly or failed validation at a known place.
     #[error("{origin}:{line}:{column}: {message}")]
-    Invalid { origin: String, line: usize, column: usize, message: String },
+    Invalid {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("cannot read policy file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no profile named `{name}` (searched: built-ins, {searched}). Known profiles: {known}. Hint: pass a file with --policy FILE")]
-    NotFound { name: String, searched: String, known: String },
+    NotFound {
+        name: String,
+        searched: String,
+        known: String,
+    },
 }
 
 /// Where a policy came from, for messages and reports.
@@ -66,7 +78,10 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
         message,
     };
     let policy: Policy = serde_norway::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
         // serde_norway appends " at line L column C" to its message; we print our own.
         let msg = e.to_string();
         let msg = match msg.rfind(" at line ") {
@@ -85,10 +100,15 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
 
 /// Loads a policy file from a path.
 pub fn load_file(path: &Path) -> Result<Loaded, PolicyError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| PolicyError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let origin = Origin::File(path.to_path_buf());
-    Ok(Loaded { policy: parse(&text, &origin)?, origin })
+    Ok(Loaded {
+        policy: parse(&text, &origin)?,
+        origin,
+    })
 }
 
 /// Directories searched for `NAME.yaml` after the built-ins, in order.
@@ -108,7 +128,10 @@ pub fn search_dirs() -> Vec<PathBuf> {
 pub fn find_profile(name: &str) -> Result<Loaded, PolicyError> {
     if let Some((n, text)) = BUILT_INS.iter().find(|(n, _)| *n == name) {
         let origin = Origin::BuiltIn(n);
-        return Ok(Loaded { policy: parse(text, &origin)?, origin });
+        return Ok(Loaded {
+            policy: parse(text, &origin)?,
+            origin,
+        });
     }
     let valid_name = !name.is_empty() && !name.contains('/') && !name.starts_with('.');
     if valid_name {
@@ -123,17 +146,29 @@ pub fn find_profile(name: &str) -> Result<Loaded, PolicyError> {
     }
     Err(PolicyError::NotFound {
         name: name.to_string(),
-        searched: search_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-        known: list_profiles().into_iter().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
+        searched: search_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        known: list_profiles()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
 /// Every profile that can be found by name: (name, origin). Shadowed names are listed once.
 pub fn list_profiles() -> Vec<(String, Origin)> {
-    let mut out: Vec<(String, Origin)> =
-        BUILT_INS.iter().map(|(n, _)| (n.to_string(), Origin::BuiltIn(n))).collect();
+    let mut out: Vec<(String, Origin)> = BUILT_INS
+        .iter()
+        .map(|(n, _)| (n.to_string(), Origin::BuiltIn(n)))
+        .collect();
     for dir in search_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut found: Vec<(String, Origin)> = entries
             .flatten()
             .filter_map(|e| {
@@ -164,7 +199,11 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
     for b in &fs.immutable_paths {
         let needle = Some(b.host_path.display().to_string());
         if !b.host_path.is_absolute() {
-            return Err(("filesystem.immutable_paths.host_path", needle, format!("`{}` must be absolute", b.host_path.display())));
+            return Err((
+                "filesystem.immutable_paths.host_path",
+                needle,
+                format!("`{}` must be absolute", b.host_path.display()),
+            ));
         }
         if !b.optional && std::fs::metadata(&b.host_path).is_err() {
             return Err((
@@ -179,7 +218,11 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
     }
     for b in &fs.output_paths {
         if !b.host_path.is_absolute() {
-            return Err(("filesystem.output_paths.host_path", Some(b.host_path.display().to_string()), format!("`{}` must be absolute", b.host_path.display())));
+            return Err((
+                "filesystem.output_paths.host_path",
+                Some(b.host_path.display().to_string()),
+                format!("`{}` must be absolute", b.host_path.display()),
+            ));
         }
     }
     // Every sandbox path is mounted once; "/" is the sandbox's own tmpfs root.
@@ -188,34 +231,65 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
         .immutable_paths
         .iter()
         .map(|b| ("filesystem.immutable_paths.sandbox_path", &b.sandbox_path))
-        .chain(fs.scratch_paths.iter().map(|s| ("filesystem.scratch_paths", s)))
-        .chain(fs.output_paths.iter().map(|b| ("filesystem.output_paths.sandbox_path", &b.sandbox_path)));
+        .chain(
+            fs.scratch_paths
+                .iter()
+                .map(|s| ("filesystem.scratch_paths", s)),
+        )
+        .chain(
+            fs.output_paths
+                .iter()
+                .map(|b| ("filesystem.output_paths.sandbox_path", &b.sandbox_path)),
+        );
     for (field, sp) in all {
         let shown = sp.0.display().to_string();
         if sp.0 == Path::new("/") {
-            return Err((field, Some(shown), "`/` cannot be a mount target; the sandbox root is a private tmpfs".into()));
+            return Err((
+                field,
+                Some(shown),
+                "`/` cannot be a mount target; the sandbox root is a private tmpfs".into(),
+            ));
         }
         for reserved in ["/proc", "/dev"] {
             if sp.0.starts_with(reserved) {
-                return Err((field, Some(shown), format!("`{reserved}` is provided by the sandbox and cannot be replaced")));
+                return Err((
+                    field,
+                    Some(shown),
+                    format!("`{reserved}` is provided by the sandbox and cannot be replaced"),
+                ));
             }
         }
         if seen.contains(&sp) {
-            return Err((field, Some(shown.clone()), format!("`{shown}` is mounted twice")));
+            return Err((
+                field,
+                Some(shown.clone()),
+                format!("`{shown}` is mounted twice"),
+            ));
         }
         seen.push(sp);
     }
     if let Some(wd) = &fs.working_dir {
         let inside = seen.iter().any(|m| wd.0.starts_with(&m.0));
         if !inside {
-            return Err(("filesystem.working_dir", Some(wd.0.display().to_string()), format!("`{}` is not inside any immutable, scratch or output path", wd.0.display())));
+            return Err((
+                "filesystem.working_dir",
+                Some(wd.0.display().to_string()),
+                format!(
+                    "`{}` is not inside any immutable, scratch or output path",
+                    wd.0.display()
+                ),
+            ));
         }
     }
 
     let sc = &p.syscalls;
     for s in &sc.allow {
         if sc.deny.contains(s) {
-            return Err(("syscalls.deny", Some(s.name.clone()), format!("`{}` is both allowed and denied", s.name)));
+            return Err((
+                "syscalls.deny",
+                Some(s.name.clone()),
+                format!("`{}` is both allowed and denied", s.name),
+            ));
         }
         if let Some(why) = syscalls::floor_reason(&s.name) {
             if !sc.unsafe_lift_floor.contains(s) {
@@ -233,7 +307,14 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
     }
     for s in &sc.unsafe_lift_floor {
         if syscalls::floor_reason(&s.name).is_none() {
-            return Err(("syscalls.unsafe_lift_floor", Some(s.name.clone()), format!("`{}` is not in the floor, so there is nothing to lift", s.name)));
+            return Err((
+                "syscalls.unsafe_lift_floor",
+                Some(s.name.clone()),
+                format!(
+                    "`{}` is not in the floor, so there is nothing to lift",
+                    s.name
+                ),
+            ));
         }
     }
     if !sc.default_deny && !sc.allow.is_empty() {
@@ -247,23 +328,39 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
     let r = &p.resources;
     if let Some(c) = r.cpu_shares {
         if !(c > 0.0 && c <= 1024.0) {
-            return Err(("resources.cpu_shares", Some(c.to_string()), format!("{c} must be a positive fraction of one CPU, e.g. 0.5 or 2")));
+            return Err((
+                "resources.cpu_shares",
+                Some(c.to_string()),
+                format!("{c} must be a positive fraction of one CPU, e.g. 0.5 or 2"),
+            ));
         }
     }
     if r.pids_limit == Some(0) {
         return Err(("resources.pids_limit", None, "must be at least 1".into()));
     }
     if r.session_timeout_seconds == Some(0) {
-        return Err(("resources.session_timeout_seconds", None, "must be at least 1".into()));
+        return Err((
+            "resources.session_timeout_seconds",
+            None,
+            "must be at least 1".into(),
+        ));
     }
     if let Some(m) = r.memory_limit_bytes {
         if m.0 < 4 << 20 {
-            return Err(("resources.memory_limit_bytes", None, format!("{m} is too small to start a process (minimum 4M)")));
+            return Err((
+                "resources.memory_limit_bytes",
+                None,
+                format!("{m} is too small to start a process (minimum 4M)"),
+            ));
         }
     }
     if let Some(n) = r.max_open_files {
         if !(16..=1 << 20).contains(&n) {
-            return Err(("resources.max_open_files", None, format!("{n} must be between 16 and 1048576")));
+            return Err((
+                "resources.max_open_files",
+                None,
+                format!("{n} must be between 16 and 1048576"),
+            ));
         }
     }
 
@@ -272,18 +369,30 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
         return Err(("network.allow_outgoing", None, "outgoing ports have no effect when network.isolated is true (only loopback exists); set isolated: false".into()));
     }
     if n.isolated && n.allow_udp {
-        return Err(("network.allow_udp", None, "has no effect when network.isolated is true".into()));
+        return Err((
+            "network.allow_udp",
+            None,
+            "has no effect when network.isolated is true".into(),
+        ));
     }
     if p.audit.enabled {
         if let Some(path) = &p.audit.log_path {
             if !path.is_absolute() {
-                return Err(("audit.log_path", Some(path.display().to_string()), "must be an absolute path".into()));
+                return Err((
+                    "audit.log_path",
+                    Some(path.display().to_string()),
+                    "must be an absolute path".into(),
+                ));
             }
         }
     }
     for name in p.environment.pass.iter().chain(p.environment.set.keys()) {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(("environment", Some(name.clone()), format!("`{name}` is not a valid variable name")));
+            return Err((
+                "environment",
+                Some(name.clone()),
+                format!("`{name}` is not a valid variable name"),
+            ));
         }
     }
     Ok(())
@@ -293,17 +402,38 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
 /// When the message quotes the offending value (`like this`), point at the value itself
 /// and, for a mapping entry, name its key in the field path.
 fn refine(text: &str, line: usize, column: usize, msg: String) -> (usize, usize, String) {
-    let quoted = msg.split('`').nth(1).filter(|q| !q.is_empty()).map(str::to_string);
-    let Some(value) = quoted else { return (line, column, msg) };
+    let quoted = msg
+        .split('`')
+        .nth(1)
+        .filter(|q| !q.is_empty())
+        .map(str::to_string);
+    let Some(value) = quoted else {
+        return (line, column, msg);
+    };
     let lines: Vec<&str> = text.lines().collect();
-    for (i, l) in lines.iter().enumerate().skip(line.saturating_sub(1)).take(200) {
-        let skip = if i + 1 == line { column.saturating_sub(1) } else { 0 };
+    for (i, l) in lines
+        .iter()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .take(200)
+    {
+        let skip = if i + 1 == line {
+            column.saturating_sub(1)
+        } else {
+            0
+        };
         let Some(rest) = l.get(skip..) else { continue };
-        let Some(pos) = rest.find(value.as_str()) else { continue };
+        let Some(pos) = rest.find(value.as_str()) else {
+            continue;
+        };
         let col = skip + pos;
         let mut msg = msg;
         let before = l[..col].trim().trim_start_matches("- ");
-        if let Some(key) = before.strip_suffix(':').map(str::trim).filter(|k| !k.contains([' ', ':', '{'])) {
+        if let Some(key) = before
+            .strip_suffix(':')
+            .map(str::trim)
+            .filter(|k| !k.contains([' ', ':', '{']))
+        {
             if let Some((path, rest)) = msg.split_once(": ") {
                 if !path.contains(' ') && !path.ends_with(key) {
                     msg = format!("{path}.{key}: {rest}");
@@ -327,7 +457,12 @@ fn locate(text: &str, field: &str, needle: Option<&str>) -> (usize, usize) {
     // Narrow to the sub-key (`deny:` in `syscalls.deny`) when the section has one.
     let sub = field.split('.').nth(1).and_then(|key| {
         let pat = format!("{key}:");
-        lines.iter().enumerate().skip(start + 1).find(|(_, l)| l.trim_start().starts_with(&pat)).map(|(i, _)| i)
+        lines
+            .iter()
+            .enumerate()
+            .skip(start + 1)
+            .find(|(_, l)| l.trim_start().starts_with(&pat))
+            .map(|(i, _)| i)
     });
     if let Some(needle) = needle {
         let from = sub.unwrap_or(start);

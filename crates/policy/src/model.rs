@@ -85,7 +85,9 @@ pub struct SandboxPath(pub PathBuf);
 impl<'de> Deserialize<'de> for SandboxPath {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        sandbox_path(&text).map(SandboxPath).map_err(de::Error::custom)
+        sandbox_path(&text)
+            .map(SandboxPath)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -171,7 +173,10 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Capabilities { default_drop: true, add: Vec::new() }
+        Capabilities {
+            default_drop: true,
+            add: Vec::new(),
+        }
     }
 }
 
@@ -191,14 +196,46 @@ impl From<Capability> for String {
 
 /// Capability names in kernel order (index = capability number).
 pub const CAPABILITY_NAMES: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
     "CAP_CHECKPOINT_RESTORE",
 ];
 
@@ -219,7 +256,11 @@ impl<'de> Deserialize<'de> for Capability {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
         let name = raw.trim().to_ascii_uppercase();
-        let name = if name.starts_with("CAP_") { name } else { format!("CAP_{name}") };
+        let name = if name.starts_with("CAP_") {
+            name
+        } else {
+            format!("CAP_{name}")
+        };
         let index = CAPABILITY_NAMES
             .iter()
             .position(|n| *n == name)
@@ -231,7 +272,10 @@ impl<'de> Deserialize<'de> for Capability {
                 ADDABLE_CAPABILITIES.join(", ")
             )));
         }
-        Ok(Capability { name, index: index as u8 })
+        Ok(Capability {
+            name,
+            index: index as u8,
+        })
     }
 }
 
@@ -254,7 +298,12 @@ pub struct Network {
 
 impl Default for Network {
     fn default() -> Self {
-        Network { isolated: true, allow_outgoing: Vec::new(), allow_incoming: Vec::new(), allow_udp: false }
+        Network {
+            isolated: true,
+            allow_outgoing: Vec::new(),
+            allow_incoming: Vec::new(),
+            allow_udp: false,
+        }
     }
 }
 

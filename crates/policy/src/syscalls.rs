@@ -26,7 +26,10 @@ impl Syscall {
             .map(|(_, real)| *real)
             .unwrap_or(name);
         match number(canonical) {
-            Some(nr) => Ok(Syscall { name: canonical.to_string(), nr }),
+            Some(nr) => Ok(Syscall {
+                name: canonical.to_string(),
+                nr,
+            }),
             None => {
                 let hint = match nearest(name) {
                     Some(near) => format!("; did you mean `{near}`?"),
@@ -61,7 +64,10 @@ pub fn number(name: &str) -> Option<u32> {
 
 /// The kernel name of an x86_64 syscall number, for reports.
 pub fn name_of(nr: u32) -> Option<&'static str> {
-    SYSCALLS_X86_64.iter().find(|(_, n)| *n == nr).map(|(name, _)| *name)
+    SYSCALLS_X86_64
+        .iter()
+        .find(|(_, n)| *n == nr)
+        .map(|(name, _)| *name)
 }
 
 /// The closest known name by edit distance, if it is close enough to be a plausible typo.
@@ -121,8 +127,14 @@ pub const FLOOR: &[(&str, &str)] = &[
     ("userfaultfd", "used to win kernel races in exploits"),
     ("io_uring_setup", "bypasses seccomp for the I/O it performs"),
     ("io_uring_enter", "bypasses seccomp for the I/O it performs"),
-    ("io_uring_register", "bypasses seccomp for the I/O it performs"),
-    ("open_by_handle_at", "opens files outside the mount tree (the 'shocker' escape)"),
+    (
+        "io_uring_register",
+        "bypasses seccomp for the I/O it performs",
+    ),
+    (
+        "open_by_handle_at",
+        "opens files outside the mount tree (the 'shocker' escape)",
+    ),
     ("name_to_handle_at", "companion of open_by_handle_at"),
     ("reboot", "host power state"),
     ("swapon", "host memory configuration"),
@@ -146,8 +158,14 @@ pub const FLOOR: &[(&str, &str)] = &[
 /// dangerous forms are denied. The sandbox crate compiles these into BPF argument checks.
 pub const FLOOR_BY_ARGUMENT: &[(&str, &str)] = &[
     ("clone", "denied when the flags ask for new namespaces"),
-    ("clone3", "answered with ENOSYS so libc falls back to clone, whose flags can be checked"),
-    ("ioctl", "denied for TIOCSTI and TIOCLINUX (typing into the terminal)"),
+    (
+        "clone3",
+        "answered with ENOSYS so libc falls back to clone, whose flags can be checked",
+    ),
+    (
+        "ioctl",
+        "denied for TIOCSTI and TIOCLINUX (typing into the terminal)",
+    ),
     ("socket", "denied for AF_VSOCK (talks to the hypervisor)"),
 ];
 
@@ -158,26 +176,96 @@ pub const FLOOR_BY_ARGUMENT: &[(&str, &str)] = &[
 /// process, or touches the network.
 pub const BASELINE: &[&str] = &[
     // memory
-    "brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "msync", "mincore", "membarrier",
+    "brk",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "mremap",
+    "madvise",
+    "msync",
+    "mincore",
+    "membarrier",
     // signals
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending",
-    "rt_sigtimedwait", "sigaltstack", "restart_syscall",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "sigaltstack",
+    "restart_syscall",
     // threads and process start-up
-    "arch_prctl", "set_tid_address", "set_robust_list", "get_robust_list", "rseq", "futex",
-    "futex_waitv", "sched_yield", "sched_getaffinity", "getcpu", "exit", "exit_group",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "get_robust_list",
+    "rseq",
+    "futex",
+    "futex_waitv",
+    "sched_yield",
+    "sched_getaffinity",
+    "getcpu",
+    "exit",
+    "exit_group",
     // identity and limits (queries only)
-    "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
-    "getresuid", "getresgid", "getpgrp", "getpgid", "getsid", "getrlimit", "prlimit64",
-    "getrusage", "times", "uname", "sysinfo", "getrandom",
+    "getpid",
+    "getppid",
+    "gettid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getgroups",
+    "getresuid",
+    "getresgid",
+    "getpgrp",
+    "getpgid",
+    "getsid",
+    "getrlimit",
+    "prlimit64",
+    "getrusage",
+    "times",
+    "uname",
+    "sysinfo",
+    "getrandom",
     // time
-    "clock_gettime", "clock_getres", "clock_nanosleep", "gettimeofday", "time", "nanosleep",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "gettimeofday",
+    "time",
+    "nanosleep",
     // already-open file descriptors
-    "read", "write", "readv", "writev", "pread64", "pwrite64", "lseek", "close", "fstat",
-    "fcntl", "dup", "dup2", "dup3", "ioctl", "getdents64", "poll", "ppoll", "select",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "lseek",
+    "close",
+    "fstat",
+    "fcntl",
+    "dup",
+    "dup2",
+    "dup3",
+    "ioctl",
+    "getdents64",
+    "poll",
+    "ppoll",
+    "select",
     "pselect6",
     // looking at paths (visibility is decided by the mount namespace and Landlock)
-    "newfstatat", "stat", "lstat", "statx", "access", "faccessat", "faccessat2", "readlink",
-    "readlinkat", "getcwd",
+    "newfstatat",
+    "stat",
+    "lstat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "getcwd",
 ];
 
 /// Floor entries by name, for validation messages.

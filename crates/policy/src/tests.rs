@@ -15,12 +15,21 @@ fn seed_custom_policy_loads_unchanged() {
     let p = parse(SEED, &origin()).unwrap();
     assert_eq!(p.name, "custom-profile");
     assert!(p.syscalls.default_deny);
-    assert!(p.syscalls.deny.iter().any(|s| s.name == "umount2"), "`unmount` is an alias");
+    assert!(
+        p.syscalls.deny.iter().any(|s| s.name == "umount2"),
+        "`unmount` is an alias"
+    );
     assert_eq!(p.resources.memory_limit_bytes, Some(units::Size(2 << 30)));
     assert_eq!(p.resources.block_io_limit, Some(units::Rate(100 << 20)));
-    assert_eq!(p.network.allow_outgoing, vec![units::Port(443), units::Port(53)]);
+    assert_eq!(
+        p.network.allow_outgoing,
+        vec![units::Port(443), units::Port(53)]
+    );
     assert_eq!(p.capabilities.add[0].name, "CAP_NET_BIND_SERVICE");
-    assert_eq!(p.filesystem.output_paths[0].sandbox_path.0, Path::new("/output"));
+    assert_eq!(
+        p.filesystem.output_paths[0].sandbox_path.0,
+        Path::new("/output")
+    );
 }
 
 #[test]
@@ -43,7 +52,10 @@ fn unknown_field_names_line_column_and_field() {
 fn unknown_syscall_suggests_nearest() {
     let e = err("name: x\nsyscalls:\n  default_deny: true\n  allow:\n    - read\n    - opneat\n");
     assert!(e.starts_with("p.yaml:6:7: "), "{e}");
-    assert!(e.contains("syscalls.allow: unknown syscall `opneat`"), "{e}");
+    assert!(
+        e.contains("syscalls.allow: unknown syscall `opneat`"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `openat`"), "{e}");
 }
 
@@ -51,7 +63,10 @@ fn unknown_syscall_suggests_nearest() {
 fn bad_size_rate_port_are_located() {
     let e = err("name: x\nresources:\n  memory_limit_bytes: 2X\n");
     assert!(e.starts_with("p.yaml:3:23: "), "{e}");
-    assert!(e.contains("resources.memory_limit_bytes: `2X`: unknown size unit"), "{e}");
+    assert!(
+        e.contains("resources.memory_limit_bytes: `2X`: unknown size unit"),
+        "{e}"
+    );
     let e = err("name: x\nresources:\n  block_io_limit: 100MB\n");
     assert!(e.contains("p.yaml:3:") && e.contains("not a rate"), "{e}");
     let e = err("name: x\nnetwork:\n  isolated: false\n  allow_outgoing: [\"443\", \"99999\"]\n");
@@ -61,9 +76,15 @@ fn bad_size_rate_port_are_located() {
 #[test]
 fn missing_host_path_field_and_missing_host_dir() {
     let e = err("name: x\nfilesystem:\n  immutable_paths:\n    - sandbox_path: /usr\n");
-    assert!(e.contains("p.yaml:4:") && e.contains("missing field `host_path`"), "{e}");
+    assert!(
+        e.contains("p.yaml:4:") && e.contains("missing field `host_path`"),
+        "{e}"
+    );
     let e = err("name: x\nfilesystem:\n  immutable_paths:\n    - host_path: /no/such/dir/x\n      sandbox_path: /x\n");
-    assert!(e.starts_with("p.yaml:4:18: filesystem.immutable_paths.host_path"), "{e}");
+    assert!(
+        e.starts_with("p.yaml:4:18: filesystem.immutable_paths.host_path"),
+        "{e}"
+    );
     assert!(e.contains("does not exist"), "{e}");
     let ok = "name: x\nfilesystem:\n  immutable_paths:\n    - host_path: /no/such/dir/x\n      sandbox_path: /x\n      optional: true\n";
     parse(ok, &origin()).unwrap();
@@ -71,7 +92,9 @@ fn missing_host_path_field_and_missing_host_dir() {
 
 #[test]
 fn contradictions_are_errors() {
-    let e = err("name: x\nsyscalls:\n  default_deny: true\n  allow: [read, write]\n  deny:\n    - write\n");
+    let e = err(
+        "name: x\nsyscalls:\n  default_deny: true\n  allow: [read, write]\n  deny:\n    - write\n",
+    );
     assert!(e.starts_with("p.yaml:6:7: syscalls.deny"), "{e}");
     assert!(e.contains("both allowed and denied"), "{e}");
     let e = err("name: x\nnetwork:\n  isolated: true\n  allow_outgoing: [443]\n");
@@ -81,15 +104,24 @@ fn contradictions_are_errors() {
 #[test]
 fn floor_cannot_be_lifted_silently() {
     let e = err("name: x\nsyscalls:\n  default_deny: true\n  allow: [read, ptrace]\n");
-    assert!(e.contains("always-on floor") && e.contains("unsafe_lift_floor"), "{e}");
+    assert!(
+        e.contains("always-on floor") && e.contains("unsafe_lift_floor"),
+        "{e}"
+    );
     let ok = "name: x\nsyscalls:\n  default_deny: true\n  allow: [read, ptrace]\n  unsafe_lift_floor: [ptrace]\n";
-    assert_eq!(parse(ok, &origin()).unwrap().syscalls.unsafe_lift_floor[0].name, "ptrace");
+    assert_eq!(
+        parse(ok, &origin()).unwrap().syscalls.unsafe_lift_floor[0].name,
+        "ptrace"
+    );
 }
 
 #[test]
 fn capabilities_that_undo_isolation_are_refused() {
     let e = err("name: x\ncapabilities:\n  add: [CAP_SYS_ADMIN]\n");
-    assert!(e.contains("p.yaml:3:") && e.contains("cannot be granted"), "{e}");
+    assert!(
+        e.contains("p.yaml:3:") && e.contains("cannot be granted"),
+        "{e}"
+    );
     let e = err("name: x\ncapabilities:\n  add: [CAP_FLY]\n");
     assert!(e.contains("unknown capability"), "{e}");
 }
@@ -117,5 +149,8 @@ fn profiles_are_found_by_name_in_policies_dir() {
     assert!(list_profiles().iter().any(|(n, _)| n == "mine"));
     let e = find_profile("nope").unwrap_err().to_string();
     assert!(e.contains("ai-strict") && e.contains("--policy"), "{e}");
-    assert_eq!(find_profile("ai-strict").unwrap().origin, Origin::BuiltIn("ai-strict"));
+    assert_eq!(
+        find_profile("ai-strict").unwrap().origin,
+        Origin::BuiltIn("ai-strict")
+    );
 }

@@ -21,10 +21,14 @@ pub struct Port(pub u16);
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let digits_end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, suffix) = t.split_at(digits_end);
     if num.is_empty() {
-        return Err(format!("`{text}` is not a size: expected a number such as 512M or 2G"));
+        return Err(format!(
+            "`{text}` is not a size: expected a number such as 512M or 2G"
+        ));
     }
     let shift = match suffix.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
@@ -43,7 +47,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("`{text}` is not a size: `{num}` is not a number"))?;
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 / 2.0 {
-        return Err(format!("`{text}` is out of range (must be at least 1 byte)"));
+        return Err(format!(
+            "`{text}` is out of range (must be at least 1 byte)"
+        ));
     }
     Ok(bytes as u64)
 }

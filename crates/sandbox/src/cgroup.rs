@@ -14,7 +14,11 @@ pub enum CgroupError {
     #[error("cgroup: cannot create {}: {source}", path.display())]
     Create { path: PathBuf, source: io::Error },
     #[error("cgroup: cannot write `{data}` to {}: {source}", path.display())]
-    Write { path: PathBuf, data: String, source: io::Error },
+    Write {
+        path: PathBuf,
+        data: String,
+        source: io::Error,
+    },
     #[error("cgroup: cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("cgroup: {0}")]
@@ -32,7 +36,12 @@ pub enum Controller {
 }
 
 impl Controller {
-    pub const ALL: [Controller; 4] = [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Blkio];
+    pub const ALL: [Controller; 4] = [
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Cpu,
+        Controller::Blkio,
+    ];
 
     pub fn v1_name(self) -> &'static str {
         match self {
@@ -89,7 +98,10 @@ pub enum Parent {
     /// One directory per controller (cgroup v1). Missing controllers are absent.
     V1(BTreeMap<Controller, PathBuf>),
     /// One directory with the controllers enabled in its subtree (cgroup v2).
-    V2 { dir: PathBuf, controllers: Vec<Controller> },
+    V2 {
+        dir: PathBuf,
+        controllers: Vec<Controller>,
+    },
 }
 
 impl Parent {
@@ -139,7 +151,9 @@ impl Layout {
         let mut layout = Layout::default();
         for line in mountinfo.lines() {
             // id parent maj:min root mountpoint options ... - fstype source superoptions
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let fields: Vec<&str> = left.split(' ').collect();
             let rfields: Vec<&str> = right.split(' ').collect();
             if fields.len() < 5 || rfields.len() < 3 {
@@ -166,7 +180,10 @@ impl Layout {
         }
         for line in own_cgroup.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
             if ctrls.is_empty() {
                 layout.own_v2 = Some(path.to_string());
             }
@@ -199,7 +216,10 @@ impl Layout {
             return Some(Parent::V1(map));
         }
         let root = self.v2.clone()?;
-        Some(Parent::V2 { dir: root.join("ironcage"), controllers: self.v2_controllers.clone() })
+        Some(Parent::V2 {
+            dir: root.join("ironcage"),
+            controllers: self.v2_controllers.clone(),
+        })
     }
 
     /// Where an unprivileged user's cgroups go once root has delegated them
@@ -218,7 +238,10 @@ impl Layout {
         let own = self.own_v2.clone().unwrap_or_else(|| "/".into());
         let dir = join_cgroup(&root, &own);
         let text = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-        Some(Parent::V2 { dir, controllers: parse_v2_controllers(&text) })
+        Some(Parent::V2 {
+            dir,
+            controllers: parse_v2_controllers(&text),
+        })
     }
 }
 
@@ -227,7 +250,10 @@ fn join_cgroup(mnt: &Path, cg: &str) -> PathBuf {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 pub fn parse_v2_controllers(text: &str) -> Vec<Controller> {
@@ -256,23 +282,36 @@ pub struct Usage {
 }
 
 fn write(path: &Path, data: &str) -> Result<(), CgroupError> {
-    fs::write(path, data).map_err(|source| CgroupError::Write { path: path.to_path_buf(), data: data.to_string(), source })
+    fs::write(path, data).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        data: data.to_string(),
+        source,
+    })
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_path_buf(), source })
+    fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn mkdir(path: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Create { path: path.to_path_buf(), source }),
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
 fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
-    fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.to_path_buf(), source })
+    fs::create_dir_all(path).map_err(|source| CgroupError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Keyed value from a flat-keyed cgroup file such as memory.events ("oom_kill 3").
@@ -286,14 +325,23 @@ pub fn keyed(text: &str, key: &str) -> Option<u64> {
 impl RunCgroup {
     /// Creates `<parent>/<name>` and applies the limits. `create_parent` makes the parent
     /// directories first (root); a delegated user's parent must already exist.
-    pub fn create(parent: &Parent, name: &str, limits: &Limits, block_devices: &[String], create_parent: bool) -> Result<RunCgroup, CgroupError> {
+    pub fn create(
+        parent: &Parent,
+        name: &str,
+        limits: &Limits,
+        block_devices: &[String],
+        create_parent: bool,
+    ) -> Result<RunCgroup, CgroupError> {
         let wanted = limits.controllers();
         let mut cg = match parent {
             Parent::V1(map) => {
                 let mut dirs = Vec::new();
                 for c in &wanted {
                     let Some(base) = map.get(c) else {
-                        return Err(CgroupError::Unavailable(format!("the {} controller is not mounted", c.v1_name())));
+                        return Err(CgroupError::Unavailable(format!(
+                            "the {} controller is not mounted",
+                            c.v1_name()
+                        )));
                     };
                     if create_parent {
                         mkdir_all(base)?;
@@ -302,30 +350,55 @@ impl RunCgroup {
                     mkdir(&dir).map_err(|e| hint_delegate(e, base))?;
                     dirs.push((Some(*c), dir));
                 }
-                RunCgroup { version: 1, dirs, limits: limits.clone() }
+                RunCgroup {
+                    version: 1,
+                    dirs,
+                    limits: limits.clone(),
+                }
             }
-            Parent::V2 { dir: base, controllers } => {
+            Parent::V2 {
+                dir: base,
+                controllers,
+            } => {
                 for c in &wanted {
                     if !controllers.contains(c) {
-                        return Err(CgroupError::Unavailable(format!("the {} controller is not enabled for {}", c.v2_name(), base.display())));
+                        return Err(CgroupError::Unavailable(format!(
+                            "the {} controller is not enabled for {}",
+                            c.v2_name(),
+                            base.display()
+                        )));
                     }
                 }
                 if create_parent {
                     mkdir_all(base)?;
                     // Enable controllers down from the hierarchy root to our parent.
-                    let mut chain: Vec<&Path> = base.ancestors().skip(1).take_while(|p| p.join("cgroup.subtree_control").exists()).collect();
+                    let mut chain: Vec<&Path> = base
+                        .ancestors()
+                        .skip(1)
+                        .take_while(|p| p.join("cgroup.subtree_control").exists())
+                        .collect();
                     chain.reverse();
-                    let enable: String = wanted.iter().map(|c| format!("+{} ", c.v2_name())).collect();
+                    let enable: String = wanted
+                        .iter()
+                        .map(|c| format!("+{} ", c.v2_name()))
+                        .collect();
                     for dir in chain.into_iter().chain([base.as_path()]) {
                         write(&dir.join("cgroup.subtree_control"), enable.trim())?;
                     }
                 } else if !wanted.is_empty() {
-                    let enable: String = wanted.iter().map(|c| format!("+{} ", c.v2_name())).collect();
+                    let enable: String = wanted
+                        .iter()
+                        .map(|c| format!("+{} ", c.v2_name()))
+                        .collect();
                     write(&base.join("cgroup.subtree_control"), enable.trim())?;
                 }
                 let dir = base.join(name);
                 mkdir(&dir)?;
-                RunCgroup { version: 2, dirs: vec![(None, dir)], limits: limits.clone() }
+                RunCgroup {
+                    version: 2,
+                    dirs: vec![(None, dir)],
+                    limits: limits.clone(),
+                }
             }
         };
         if let Err(e) = cg.apply(block_devices) {
@@ -337,7 +410,10 @@ impl RunCgroup {
     }
 
     fn dir(&self, c: Controller) -> Option<&Path> {
-        self.dirs.iter().find(|(k, _)| k.is_none() || *k == Some(c)).map(|(_, d)| d.as_path())
+        self.dirs
+            .iter()
+            .find(|(k, _)| k.is_none() || *k == Some(c))
+            .map(|(_, d)| d.as_path())
     }
 
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
@@ -377,8 +453,14 @@ impl RunCgroup {
         if let (Some(bps), Some(d)) = (l.io_bps, self.dir(Controller::Blkio)) {
             for dev in block_devices {
                 if v1 {
-                    write(&d.join("blkio.throttle.read_bps_device"), &format!("{dev} {bps}"))?;
-                    write(&d.join("blkio.throttle.write_bps_device"), &format!("{dev} {bps}"))?;
+                    write(
+                        &d.join("blkio.throttle.read_bps_device"),
+                        &format!("{dev} {bps}"),
+                    )?;
+                    write(
+                        &d.join("blkio.throttle.write_bps_device"),
+                        &format!("{dev} {bps}"),
+                    )?;
                 } else {
                     write(&d.join("io.max"), &format!("{dev} rbps={bps} wbps={bps}"))?;
                 }
@@ -398,19 +480,41 @@ impl RunCgroup {
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();
         let v1 = self.version == 1;
-        if let Some(d) = self.dir(Controller::Memory).filter(|_| self.limits.memory_bytes.is_some()) {
+        if let Some(d) = self
+            .dir(Controller::Memory)
+            .filter(|_| self.limits.memory_bytes.is_some())
+        {
             if v1 {
-                u.peak_memory_bytes = read(&d.join("memory.max_usage_in_bytes")).ok().and_then(|t| t.trim().parse().ok());
-                u.oom_kills = read(&d.join("memory.oom_control")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+                u.peak_memory_bytes = read(&d.join("memory.max_usage_in_bytes"))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                u.oom_kills = read(&d.join("memory.oom_control"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "oom_kill"))
+                    .unwrap_or(0);
             } else {
-                u.peak_memory_bytes = read(&d.join("memory.peak")).ok().and_then(|t| t.trim().parse().ok());
-                u.oom_kills = read(&d.join("memory.events")).ok().and_then(|t| keyed(&t, "oom_kill")).unwrap_or(0);
+                u.peak_memory_bytes = read(&d.join("memory.peak"))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                u.oom_kills = read(&d.join("memory.events"))
+                    .ok()
+                    .and_then(|t| keyed(&t, "oom_kill"))
+                    .unwrap_or(0);
             }
         }
-        if let Some(d) = self.dir(Controller::Pids).filter(|_| self.limits.pids.is_some()) {
-            u.pids_limit_hits = read(&d.join("pids.events")).ok().and_then(|t| keyed(&t, "max")).unwrap_or(0);
+        if let Some(d) = self
+            .dir(Controller::Pids)
+            .filter(|_| self.limits.pids.is_some())
+        {
+            u.pids_limit_hits = read(&d.join("pids.events"))
+                .ok()
+                .and_then(|t| keyed(&t, "max"))
+                .unwrap_or(0);
         }
-        if let Some(d) = self.dir(Controller::Cpu).filter(|_| self.limits.cpu_quota_us.is_some()) {
+        if let Some(d) = self
+            .dir(Controller::Cpu)
+            .filter(|_| self.limits.cpu_quota_us.is_some())
+        {
             let stat = read(&d.join("cpu.stat")).unwrap_or_default();
             u.cpu_throttled_periods = keyed(&stat, "nr_throttled");
             if !v1 {
@@ -457,14 +561,21 @@ impl RunCgroup {
             if all_gone {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(if attempt < 10 { 1 } else { 10 }));
+            std::thread::sleep(std::time::Duration::from_millis(if attempt < 10 {
+                1
+            } else {
+                10
+            }));
         }
     }
 }
 
 fn hint_delegate(e: CgroupError, base: &Path) -> CgroupError {
     match e {
-        CgroupError::Create { path, source } if source.kind() == io::ErrorKind::PermissionDenied || source.kind() == io::ErrorKind::NotFound => {
+        CgroupError::Create { path, source }
+            if source.kind() == io::ErrorKind::PermissionDenied
+                || source.kind() == io::ErrorKind::NotFound =>
+        {
             CgroupError::Unavailable(format!(
                 "cannot create {} ({source}); {} is not delegated to this user",
                 path.display(),
@@ -483,14 +594,26 @@ pub fn sweep_stale(parent: &Parent) {
         Parent::V2 { dir, .. } => vec![dir.clone()],
     };
     for base in bases {
-        let Ok(entries) = fs::read_dir(&base) else { continue };
+        let Ok(entries) = fs::read_dir(&base) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            let Some(pid) = name.strip_prefix("run-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Some(pid) = name
+                .strip_prefix("run-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
             if Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
             }
-            let mut cg = RunCgroup { version: parent.version(), dirs: vec![(None, e.path())], limits: Limits::default() };
+            let mut cg = RunCgroup {
+                version: parent.version(),
+                dirs: vec![(None, e.path())],
+                limits: Limits::default(),
+            };
             cg.remove();
         }
     }
@@ -529,21 +652,48 @@ mod tests {
     fn parses_v1_hybrid_layout() {
         let l = Layout::parse(MOUNTINFO_V1, "4:memory:/svc/a\n3:cpu,cpuacct:/\n0::/\n");
         assert!(l.is_v1());
-        assert_eq!(l.v1[&Controller::Cpu], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            l.v1[&Controller::Cpu],
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(l.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let Some(Parent::V1(map)) = l.root_parent() else { panic!() };
-        assert_eq!(map[&Controller::Memory], PathBuf::from("/sys/fs/cgroup/memory/svc/a/ironcage"));
-        assert_eq!(map[&Controller::Pids], PathBuf::from("/sys/fs/cgroup/pids/ironcage"));
-        let Some(Parent::V1(map)) = l.user_parent(1000) else { panic!() };
-        assert_eq!(map[&Controller::Memory], PathBuf::from("/sys/fs/cgroup/memory/ironcage/user-1000"));
+        let Some(Parent::V1(map)) = l.root_parent() else {
+            panic!()
+        };
+        assert_eq!(
+            map[&Controller::Memory],
+            PathBuf::from("/sys/fs/cgroup/memory/svc/a/ironcage")
+        );
+        assert_eq!(
+            map[&Controller::Pids],
+            PathBuf::from("/sys/fs/cgroup/pids/ironcage")
+        );
+        let Some(Parent::V1(map)) = l.user_parent(1000) else {
+            panic!()
+        };
+        assert_eq!(
+            map[&Controller::Memory],
+            PathBuf::from("/sys/fs/cgroup/memory/ironcage/user-1000")
+        );
     }
 
     #[test]
     fn parses_pure_v2_layout() {
-        let l = Layout::parse("31 25 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "0::/user.slice/x.scope\n");
+        let l = Layout::parse(
+            "31 25 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/user.slice/x.scope\n",
+        );
         assert!(!l.is_v1());
         assert_eq!(l.own_v2.as_deref(), Some("/user.slice/x.scope"));
-        assert_eq!(parse_v2_controllers("cpuset cpu io memory hugetlb pids"), vec![Controller::Cpu, Controller::Blkio, Controller::Memory, Controller::Pids]);
+        assert_eq!(
+            parse_v2_controllers("cpuset cpu io memory hugetlb pids"),
+            vec![
+                Controller::Cpu,
+                Controller::Blkio,
+                Controller::Memory,
+                Controller::Pids
+            ]
+        );
     }
 
     fn fake_v1(root: &Path) -> Parent {
@@ -557,20 +707,49 @@ mod tests {
     #[test]
     fn v1_writes_limits_into_each_controller() {
         let tmp = tempfile::tempdir().unwrap();
-        let limits = Limits { memory_bytes: Some(1 << 30), pids: Some(64), cpu_quota_us: Some(50_000), io_bps: Some(100 << 20) };
-        let cg = RunCgroup::create(&fake_v1(tmp.path()), "run-1-1", &limits, &["8:0".into()], true).unwrap();
+        let limits = Limits {
+            memory_bytes: Some(1 << 30),
+            pids: Some(64),
+            cpu_quota_us: Some(50_000),
+            io_bps: Some(100 << 20),
+        };
+        let cg = RunCgroup::create(
+            &fake_v1(tmp.path()),
+            "run-1-1",
+            &limits,
+            &["8:0".into()],
+            true,
+        )
+        .unwrap();
         let d = tmp.path();
         let r = |p: &str| fs::read_to_string(d.join(p)).unwrap();
-        assert_eq!(r("memory/ironcage/run-1-1/memory.limit_in_bytes"), "1073741824");
+        assert_eq!(
+            r("memory/ironcage/run-1-1/memory.limit_in_bytes"),
+            "1073741824"
+        );
         assert_eq!(r("pids/ironcage/run-1-1/pids.max"), "64");
         assert_eq!(r("cpu/ironcage/run-1-1/cpu.cfs_quota_us"), "50000");
         assert_eq!(r("cpu/ironcage/run-1-1/cpu.cfs_period_us"), "100000");
-        assert_eq!(r("blkio/ironcage/run-1-1/blkio.throttle.write_bps_device"), "8:0 104857600");
-        fs::write(d.join("memory/ironcage/run-1-1/memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
-        fs::write(d.join("memory/ironcage/run-1-1/memory.max_usage_in_bytes"), "5000\n").unwrap();
+        assert_eq!(
+            r("blkio/ironcage/run-1-1/blkio.throttle.write_bps_device"),
+            "8:0 104857600"
+        );
+        fs::write(
+            d.join("memory/ironcage/run-1-1/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        fs::write(
+            d.join("memory/ironcage/run-1-1/memory.max_usage_in_bytes"),
+            "5000\n",
+        )
+        .unwrap();
         fs::write(d.join("pids/ironcage/run-1-1/pids.events"), "max 7\n").unwrap();
         let u = cg.usage();
-        assert_eq!((u.peak_memory_bytes, u.oom_kills, u.pids_limit_hits), (Some(5000), 2, 7));
+        assert_eq!(
+            (u.peak_memory_bytes, u.oom_kills, u.pids_limit_hits),
+            (Some(5000), 2, 7)
+        );
     }
 
     #[test]
@@ -578,8 +757,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         fs::write(root.join("cgroup.subtree_control"), "").unwrap();
-        let parent = Parent::V2 { dir: root.join("ironcage"), controllers: Controller::ALL.to_vec() };
-        let limits = Limits { memory_bytes: Some(1 << 20 << 4), pids: Some(10), cpu_quota_us: Some(200_000), io_bps: Some(1000) };
+        let parent = Parent::V2 {
+            dir: root.join("ironcage"),
+            controllers: Controller::ALL.to_vec(),
+        };
+        let limits = Limits {
+            memory_bytes: Some(1 << 20 << 4),
+            pids: Some(10),
+            cpu_quota_us: Some(200_000),
+            io_bps: Some(1000),
+        };
         RunCgroup::create(&parent, "run-1-2", &limits, &["259:0".into()], true).unwrap();
         let r = |p: &str| fs::read_to_string(root.join(p)).unwrap();
         assert_eq!(r("cgroup.subtree_control"), "+memory +pids +cpu +io");
@@ -591,10 +778,19 @@ mod tests {
     #[test]
     fn missing_controller_is_unavailable_not_ignored() {
         let tmp = tempfile::tempdir().unwrap();
-        let parent = Parent::V2 { dir: tmp.path().join("ironcage"), controllers: vec![Controller::Memory] };
-        let limits = Limits { pids: Some(10), ..Limits::default() };
+        let parent = Parent::V2 {
+            dir: tmp.path().join("ironcage"),
+            controllers: vec![Controller::Memory],
+        };
+        let limits = Limits {
+            pids: Some(10),
+            ..Limits::default()
+        };
         let e = RunCgroup::create(&parent, "run-1-3", &limits, &[], true).unwrap_err();
-        assert!(matches!(e, CgroupError::Unavailable(ref m) if m.contains("pids")), "{e}");
+        assert!(
+            matches!(e, CgroupError::Unavailable(ref m) if m.contains("pids")),
+            "{e}"
+        );
     }
 }
 
@@ -616,9 +812,19 @@ pub fn delegate(uid: u32) -> Result<Vec<PathBuf>, CgroupError> {
         let dir = mnt.join("ironcage").join(format!("user-{uid}"));
         mkdir_all(&dir)?;
         for f in ["", "cgroup.procs", "tasks"] {
-            let p = if f.is_empty() { dir.clone() } else { dir.join(f) };
+            let p = if f.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(f)
+            };
             if p.exists() {
-                crate::sys::lchown(&p.display().to_string(), uid, gid).map_err(|source| CgroupError::Write { path: p.clone(), data: format!("chown {uid}:{gid}"), source })?;
+                crate::sys::lchown(&p.display().to_string(), uid, gid).map_err(|source| {
+                    CgroupError::Write {
+                        path: p.clone(),
+                        data: format!("chown {uid}:{gid}"),
+                        source,
+                    }
+                })?;
             }
         }
         out.push(dir);

@@ -39,10 +39,21 @@ use std::path::Path;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    SetupFailed { step: String, error: String },
-    ExecFailed { program: String, errno: i32, error: String },
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    SetupFailed {
+        step: String,
+        error: String,
+    },
+    ExecFailed {
+        program: String,
+        errno: i32,
+        error: String,
+    },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+    },
 }
 
 /// Descriptors and pre-opened mounts the child inherits from the supervisor.
@@ -69,7 +80,13 @@ fn send(status_fd: RawFd, s: &Status) {
 }
 
 fn fail(status_fd: RawFd, step: &str, error: impl std::fmt::Display) -> ! {
-    send(status_fd, &Status::SetupFailed { step: step.to_string(), error: error.to_string() });
+    send(
+        status_fd,
+        &Status::SetupFailed {
+            step: step.to_string(),
+            error: error.to_string(),
+        },
+    );
     sys::exit_now(EXIT_SETUP_FAILED)
 }
 
@@ -77,6 +94,7 @@ fn fail(status_fd: RawFd, step: &str, error: impl std::fmt::Display) -> ! {
 pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     let status = io.status.as_raw_fd();
     sys::set_name(c"ironcage-init");
+    sys::scrub_process_strings();
     // If the supervisor dies, so do we, and with us the whole pid namespace.
     if let Err(e) = sys::set_parent_death_signal(libc::SIGKILL) {
         fail(status, "parent death signal", e);
@@ -114,7 +132,16 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
 
     // Signals init forwards, plus SIGCHLD; blocked here, waited for synchronously below.
     // The supervisor already blocked them before clone; make sure.
-    let forward = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGCONT];
+    let forward = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+    ];
     let mut waited = forward.to_vec();
     waited.push(libc::SIGCHLD);
     let set = sys::sigset(&waited);
@@ -177,7 +204,11 @@ pub fn detach_source(m: &MountStep) -> std::io::Result<Option<OwnedFd>> {
         MountStep::BindReadOnly { host, is_dir, .. } => {
             let fd = sys::open_path(&host.display().to_string())?;
             let tree = sys::open_tree_clone(&fd, *is_dir)?;
-            sys::mount_setattr_fd(&tree, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, 0)?;
+            sys::mount_setattr_fd(
+                &tree,
+                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                0,
+            )?;
             Ok(Some(tree))
         }
         MountStep::BindWritable { host, .. } => {
@@ -195,22 +226,47 @@ fn mkdirs(path: &str) -> std::io::Result<()> {
 }
 
 fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepError> {
-    step(|| "make mounts private".into(), sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None))?;
+    step(
+        || "make mounts private".into(),
+        sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None),
+    )?;
     // Open every source first: once the stage tmpfs is mounted, host paths under it are hidden.
     let mut sources = Vec::with_capacity(plan.mounts.len());
     for (i, m) in plan.mounts.iter().enumerate() {
         let pre = detached.get(i).and_then(|d| d.as_ref()).is_some();
-        sources.push(if pre { None } else { step(|| format!("open bind source {}", describe(m)), detach_source(m))? });
+        sources.push(if pre {
+            None
+        } else {
+            step(
+                || format!("open bind source {}", describe(m)),
+                detach_source(m),
+            )?
+        });
     }
     let mut detached = detached;
     let dev_nodes = ["null", "zero", "full", "random", "urandom", "tty"];
     let mut dev_sources = Vec::new();
     for n in dev_nodes {
-        let fd = step(|| format!("open /dev/{n}"), sys::open_path(&format!("/dev/{n}")))?;
-        dev_sources.push(step(|| format!("clone /dev/{n}"), sys::open_tree_clone(&fd, false))?);
+        let fd = step(
+            || format!("open /dev/{n}"),
+            sys::open_path(&format!("/dev/{n}")),
+        )?;
+        dev_sources.push(step(
+            || format!("clone /dev/{n}"),
+            sys::open_tree_clone(&fd, false),
+        )?);
     }
 
-    step(|| "mount root tmpfs".into(), sys::mount(Some("ironcage"), STAGE, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755,size=4m")))?;
+    step(
+        || "mount root tmpfs".into(),
+        sys::mount(
+            Some("ironcage"),
+            STAGE,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=0755,size=4m"),
+        ),
+    )?;
     for (i, m) in plan.mounts.iter().enumerate() {
         let target = match m {
             MountStep::BindReadOnly { target, .. }
@@ -223,20 +279,41 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         match m {
             MountStep::File { contents, .. } => {
                 if let Some(parent) = Path::new(&t).parent() {
-                    step(|| format!("create {}", parent.display()), mkdirs(&parent.display().to_string()))?;
+                    step(
+                        || format!("create {}", parent.display()),
+                        mkdirs(&parent.display().to_string()),
+                    )?;
                 }
-                step(|| format!("write {}", target.display()), std::fs::write(&t, contents))?;
+                step(
+                    || format!("write {}", target.display()),
+                    std::fs::write(&t, contents),
+                )?;
             }
             MountStep::Symlink { link, .. } => {
                 if let Some(parent) = Path::new(&t).parent() {
-                    step(|| format!("create {}", parent.display()), mkdirs(&parent.display().to_string()))?;
+                    step(
+                        || format!("create {}", parent.display()),
+                        mkdirs(&parent.display().to_string()),
+                    )?;
                 }
-                step(|| format!("link {}", target.display()), sys::symlink(&link.display().to_string(), &t))?;
+                step(
+                    || format!("link {}", target.display()),
+                    sys::symlink(&link.display().to_string(), &t),
+                )?;
             }
             MountStep::Scratch { size, .. } => {
                 step(|| format!("create {}", target.display()), mkdirs(&t))?;
                 let opts = format!("mode=1777,size={size}");
-                step(|| format!("mount scratch tmpfs at {}", target.display()), sys::mount(Some("scratch"), &t, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(&opts)))?;
+                step(
+                    || format!("mount scratch tmpfs at {}", target.display()),
+                    sys::mount(
+                        Some("scratch"),
+                        &t,
+                        Some("tmpfs"),
+                        libc::MS_NOSUID | libc::MS_NODEV,
+                        Some(&opts),
+                    ),
+                )?;
             }
             MountStep::BindReadOnly { .. } | MountStep::BindWritable { .. } => {
                 let is_dir = !matches!(m, MountStep::BindReadOnly { is_dir: false, .. });
@@ -244,15 +321,24 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
                     step(|| format!("create {}", target.display()), mkdirs(&t))?;
                 } else {
                     if let Some(parent) = Path::new(&t).parent() {
-                        step(|| format!("create {}", parent.display()), mkdirs(&parent.display().to_string()))?;
+                        step(
+                            || format!("create {}", parent.display()),
+                            mkdirs(&parent.display().to_string()),
+                        )?;
                     }
-                    step(|| format!("create {}", target.display()), std::fs::write(&t, b""))?;
+                    step(
+                        || format!("create {}", target.display()),
+                        std::fs::write(&t, b""),
+                    )?;
                 }
                 let tree = match detached.get_mut(i).and_then(Option::take) {
                     Some(fd) => fd,
                     None => sources[i].take().expect("source opened above"),
                 };
-                step(|| format!("bind {}", describe(m)), sys::move_mount_to(&tree, &t))?;
+                step(
+                    || format!("bind {}", describe(m)),
+                    sys::move_mount_to(&tree, &t),
+                )?;
             }
         }
     }
@@ -260,32 +346,93 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
     // /proc for the new pid namespace, with the kernel-tunable parts read-only.
     let proc_dir = format!("{STAGE}/proc");
     step(|| "create /proc".into(), mkdirs(&proc_dir))?;
-    step(|| "mount /proc".into(), sys::mount(Some("proc"), &proc_dir, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None))?;
+    step(
+        || "mount /proc".into(),
+        sys::mount(
+            Some("proc"),
+            &proc_dir,
+            Some("proc"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        ),
+    )?;
     for sub in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
         let p = format!("{proc_dir}/{sub}");
         if Path::new(&p).exists() {
-            step(|| format!("bind /proc/{sub}"), sys::mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None))?;
-            step(|| format!("read-only /proc/{sub}"), sys::mount_setattr_path(&p, sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, 0))?;
+            step(
+                || format!("bind /proc/{sub}"),
+                sys::mount(Some(&p), &p, None, libc::MS_BIND | libc::MS_REC, None),
+            )?;
+            step(
+                || format!("read-only /proc/{sub}"),
+                sys::mount_setattr_path(
+                    &p,
+                    sys::MOUNT_ATTR_RDONLY
+                        | sys::MOUNT_ATTR_NOSUID
+                        | sys::MOUNT_ATTR_NODEV
+                        | sys::MOUNT_ATTR_NOEXEC,
+                    0,
+                ),
+            )?;
         }
     }
 
     // A minimal /dev.
     let dev = format!("{STAGE}/dev");
     step(|| "create /dev".into(), mkdirs(&dev))?;
-    step(|| "mount /dev tmpfs".into(), sys::mount(Some("dev"), &dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("mode=0755,size=64k")))?;
+    step(
+        || "mount /dev tmpfs".into(),
+        sys::mount(
+            Some("dev"),
+            &dev,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("mode=0755,size=64k"),
+        ),
+    )?;
     for (n, tree) in dev_nodes.iter().zip(dev_sources) {
         let p = format!("{dev}/{n}");
         step(|| format!("create /dev/{n}"), std::fs::write(&p, b""))?;
         step(|| format!("bind /dev/{n}"), sys::move_mount_to(&tree, &p))?;
     }
     step(|| "create /dev/pts".into(), mkdirs(&format!("{dev}/pts")))?;
-    step(|| "mount /dev/pts".into(), sys::mount(Some("devpts"), &format!("{dev}/pts"), Some("devpts"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620")))?;
+    step(
+        || "mount /dev/pts".into(),
+        sys::mount(
+            Some("devpts"),
+            &format!("{dev}/pts"),
+            Some("devpts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        ),
+    )?;
     step(|| "create /dev/shm".into(), mkdirs(&format!("{dev}/shm")))?;
-    step(|| "mount /dev/shm".into(), sys::mount(Some("shm"), &format!("{dev}/shm"), Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777,size=64m")))?;
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        step(|| format!("link /dev/{link}"), sys::symlink(target, &format!("{dev}/{link}")))?;
+    step(
+        || "mount /dev/shm".into(),
+        sys::mount(
+            Some("shm"),
+            &format!("{dev}/shm"),
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=1777,size=64m"),
+        ),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        step(
+            || format!("link /dev/{link}"),
+            sys::symlink(target, &format!("{dev}/{link}")),
+        )?;
     }
-    step(|| "read-only /dev".into(), sys::mount_setattr_path(&dev, sys::MOUNT_ATTR_RDONLY, 0))?;
+    step(
+        || "read-only /dev".into(),
+        sys::mount_setattr_path(&dev, sys::MOUNT_ATTR_RDONLY, 0),
+    )?;
 
     // Switch root. pivot_root(".", ".") stacks the old root under the new one; detaching
     // "." then removes it, so nothing of the host's tree stays reachable.
@@ -293,14 +440,25 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
     step(|| "pivot_root".into(), sys::pivot_root(".", "."))?;
     step(|| "detach old root".into(), sys::umount_detach("."))?;
     step(|| "chdir /".into(), sys::chdir("/"))?;
-    step(|| "read-only root".into(), sys::mount_setattr_path("/", sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, 0))?;
+    step(
+        || "read-only root".into(),
+        sys::mount_setattr_path(
+            "/",
+            sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+            0,
+        ),
+    )?;
     Ok(())
 }
 
 fn describe(m: &MountStep) -> String {
     match m {
-        MountStep::BindReadOnly { host, target, .. } | MountStep::BindWritable { host, target } => format!("{} -> {}", host.display(), target.display()),
-        MountStep::Scratch { target, .. } | MountStep::File { target, .. } | MountStep::Symlink { target, .. } => target.display().to_string(),
+        MountStep::BindReadOnly { host, target, .. } | MountStep::BindWritable { host, target } => {
+            format!("{} -> {}", host.display(), target.display())
+        }
+        MountStep::Scratch { target, .. }
+        | MountStep::File { target, .. }
+        | MountStep::Symlink { target, .. } => target.display().to_string(),
     }
 }
 
@@ -308,10 +466,13 @@ fn find_program(argv0: &str, path_var: &str) -> Option<CString> {
     if argv0.contains('/') {
         return CString::new(argv0).ok();
     }
-    path_var.split(':').filter(|d| !d.is_empty()).find_map(|dir| {
-        let c = CString::new(format!("{dir}/{argv0}")).ok()?;
-        sys::access_exec(&c).then_some(c)
-    })
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .find_map(|dir| {
+            let c = CString::new(format!("{dir}/{argv0}")).ok()?;
+            sys::access_exec(&c).then_some(c)
+        })
 }
 
 /// Entry point of the workload process. Never returns.
@@ -324,15 +485,40 @@ fn workload_main(plan: &Plan, notify: OwnedFd, status: OwnedFd) -> ! {
         fail(status_fd, "setsid", e);
     }
     if let Err(e) = sys::chdir(&plan.working_dir.display().to_string()) {
-        fail(status_fd, &format!("working directory {}", plan.working_dir.display()), e);
+        fail(
+            status_fd,
+            &format!("working directory {}", plan.working_dir.display()),
+            e,
+        );
     }
-    let path_var = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(crate::plan::DEFAULT_PATH);
+    let path_var = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(crate::plan::DEFAULT_PATH);
     let Some(program) = find_program(&plan.argv[0], path_var) else {
-        send(status_fd, &Status::ExecFailed { program: plan.argv[0].clone(), errno: libc::ENOENT, error: "command not found in the sandbox (is its directory an immutable path?)".into() });
+        send(
+            status_fd,
+            &Status::ExecFailed {
+                program: plan.argv[0].clone(),
+                errno: libc::ENOENT,
+                error: "command not found in the sandbox (is its directory an immutable path?)"
+                    .into(),
+            },
+        );
         sys::exit_now(127);
     };
-    let argv_c: Vec<CString> = plan.argv.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
-    let envp_c: Vec<CString> = plan.env.iter().map(|(k, v)| CString::new(format!("{k}={v}")).unwrap_or_default()).collect();
+    let argv_c: Vec<CString> = plan
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
+    let envp_c: Vec<CString> = plan
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).unwrap_or_default())
+        .collect();
     let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
@@ -340,13 +526,17 @@ fn workload_main(plan: &Plan, notify: OwnedFd, status: OwnedFd) -> ! {
 
     let hs = plan.handshake_fd as RawFd;
     let report_fd = hs + 1;
-    if let Err(e) = sys::dup_to(notify.as_raw_fd(), hs).and_then(|_| sys::dup_to(status_fd, report_fd)) {
+    if let Err(e) =
+        sys::dup_to(notify.as_raw_fd(), hs).and_then(|_| sys::dup_to(status_fd, report_fd))
+    {
         fail(status_fd, "move handshake descriptors", e);
     }
     drop(notify);
     drop(status);
     // From here on, errors go to report_fd.
-    if let Err(e) = sys::close_range(3, hs as u32 - 1).and_then(|_| sys::close_range(report_fd as u32 + 1, u32::MAX)) {
+    if let Err(e) = sys::close_range(3, hs as u32 - 1)
+        .and_then(|_| sys::close_range(report_fd as u32 + 1, u32::MAX))
+    {
         fail(report_fd, "close inherited descriptors", e);
     }
     for (which, value) in &plan.rlimits {
@@ -385,6 +575,13 @@ fn workload_main(plan: &Plan, notify: OwnedFd, status: OwnedFd) -> ! {
     }
     let err = sys::execve(&program, &argv, &envp);
     let errno = err.raw_os_error().unwrap_or(0);
-    send(report_fd, &Status::ExecFailed { program: program.to_string_lossy().into_owned(), errno, error: err.to_string() });
+    send(
+        report_fd,
+        &Status::ExecFailed {
+            program: program.to_string_lossy().into_owned(),
+            errno,
+            error: err.to_string(),
+        },
+    );
     sys::exit_now(if errno == libc::ENOENT { 127 } else { 126 })
 }

@@ -7,7 +7,8 @@
 
 use crate::plan::{FsAccess, LandlockPlan};
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
 fn abi_of(n: i32) -> ABI {
@@ -27,14 +28,28 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), String> {
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi);
     let read_only = read & !AccessFs::Execute;
-    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::ReadDir | if plan.abi >= 5 { AccessFs::IoctlDev.into() } else { landlock::BitFlags::EMPTY };
-    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all).map_err(|e| e.to_string())?;
+    let device = AccessFs::ReadFile
+        | AccessFs::WriteFile
+        | AccessFs::ReadDir
+        | if plan.abi >= 5 {
+            AccessFs::IoctlDev.into()
+        } else {
+            landlock::BitFlags::EMPTY
+        };
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(all)
+        .map_err(|e| e.to_string())?;
     let net = plan.tcp_connect.is_some() || plan.tcp_bind.is_some();
     if net {
-        ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(|e| e.to_string())?;
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(|e| e.to_string())?;
     }
     if plan.scope {
-        ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal).map_err(|e| e.to_string())?;
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .map_err(|e| e.to_string())?;
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
     for (path, access) in &plan.paths {
@@ -51,14 +66,24 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), String> {
         };
         // A rule on a file may only carry file rights.
         let is_dir = path.is_dir();
-        let bits = if is_dir { bits } else { bits & AccessFs::from_file(abi) };
-        created = created.add_rule(PathBeneath::new(fd, bits)).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bits = if is_dir {
+            bits
+        } else {
+            bits & AccessFs::from_file(abi)
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, bits))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     for port in plan.tcp_connect.iter().flatten() {
-        created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp)).map_err(|e| e.to_string())?;
+        created = created
+            .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+            .map_err(|e| e.to_string())?;
     }
     for port in plan.tcp_bind.iter().flatten() {
-        created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp)).map_err(|e| e.to_string())?;
+        created = created
+            .add_rule(NetPort::new(*port, AccessNet::BindTcp))
+            .map_err(|e| e.to_string())?;
     }
     created.restrict_self().map_err(|e| e.to_string())?;
     Ok(())

@@ -50,7 +50,11 @@ pub struct Unenforced {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MountStep {
     /// Read-only, nosuid, nodev bind of a host path (file or directory).
-    BindReadOnly { host: PathBuf, target: PathBuf, is_dir: bool },
+    BindReadOnly {
+        host: PathBuf,
+        target: PathBuf,
+        is_dir: bool,
+    },
     /// Writable (nosuid, nodev) bind of a host directory. Resolved without following any
     /// symlink, so a link planted by an earlier run cannot redirect it.
     BindWritable { host: PathBuf, target: PathBuf },
@@ -128,9 +132,13 @@ pub enum PlanError {
 }
 
 fn refusal_message(list: &[Unenforced]) -> String {
-    let mut s = String::from("refusing to run: this host cannot enforce what the policy asks for\n");
+    let mut s =
+        String::from("refusing to run: this host cannot enforce what the policy asks for\n");
     for u in list {
-        s.push_str(&format!("  - {}: {}\n    fix: {}\n", u.mechanism, u.reason, u.fix));
+        s.push_str(&format!(
+            "  - {}: {}\n    fix: {}\n",
+            u.mechanism, u.reason, u.fix
+        ));
     }
     s.push_str("  (or pass --best-effort to run without them; the report will list them)");
     s
@@ -139,7 +147,16 @@ fn refusal_message(list: &[Unenforced]) -> String {
 pub const SANDBOX_HOSTNAME: &str = "ironcage";
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Host variables passed through when set: harmless terminal and locale settings.
-pub const PASSED_BY_DEFAULT: &[&str] = &["TERM", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "COLORTERM", "NO_COLOR"];
+pub const PASSED_BY_DEFAULT: &[&str] = &[
+    "TERM",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "COLORTERM",
+    "NO_COLOR",
+];
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 1024;
 /// The uid/gid a sandbox started by root runs as: in-sandbox root must not be host root.
@@ -158,66 +175,144 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
     if req.argv.is_empty() {
         return Err(PlanError::NoCommand);
     }
-    host.user_namespaces.clone().map_err(PlanError::Fundamental)?;
+    host.user_namespaces
+        .clone()
+        .map_err(PlanError::Fundamental)?;
     let best_effort = req.best_effort || policy.enforcement == Enforcement::BestEffort;
     let mut unenforced = Vec::new();
 
-    let (uid, gid) = if host.is_root { (ROOT_SANDBOX_ID, ROOT_SANDBOX_ID) } else { (host.uid, host.gid) };
+    let (uid, gid) = if host.is_root {
+        (ROOT_SANDBOX_ID, ROOT_SANDBOX_ID)
+    } else {
+        (host.uid, host.gid)
+    };
 
     // Filesystem.
     let fs = &policy.filesystem;
     let mut mounts = Vec::new();
     let mut sorted: Vec<(PathBuf, MountStep)> = Vec::new();
-    let bound: Vec<&Path> = fs.immutable_paths.iter().map(|b| b.sandbox_path.0.as_path()).collect();
+    let bound: Vec<&Path> = fs
+        .immutable_paths
+        .iter()
+        .map(|b| b.sandbox_path.0.as_path())
+        .collect();
     for b in &fs.immutable_paths {
         if b.optional && std::fs::symlink_metadata(&b.host_path).is_err() {
             continue;
         }
-        let is_dir = std::fs::metadata(&b.host_path).map(|m| m.is_dir()).unwrap_or(true);
+        let is_dir = std::fs::metadata(&b.host_path)
+            .map(|m| m.is_dir())
+            .unwrap_or(true);
         // A host path that is itself a symlink (merged /usr: /lib -> usr/lib) is mirrored
         // as the same symlink, with its target bound where the host has it, so programs
         // that compute paths from either name (python's prefix) find the same files.
         let link = std::fs::read_link(&b.host_path).ok();
         let canonical = std::fs::canonicalize(&b.host_path).ok();
-        if let (Some(link), Some(canonical), true) = (link, canonical, b.host_path == b.sandbox_path.0) {
-            sorted.push((b.sandbox_path.0.clone(), MountStep::Symlink { target: b.sandbox_path.0.clone(), link }));
-            let already = bound.iter().any(|p| canonical.starts_with(p)) || sorted.iter().any(|(t, _)| canonical.starts_with(t) && *t != b.sandbox_path.0);
+        if let (Some(link), Some(canonical), true) =
+            (link, canonical, b.host_path == b.sandbox_path.0)
+        {
+            sorted.push((
+                b.sandbox_path.0.clone(),
+                MountStep::Symlink {
+                    target: b.sandbox_path.0.clone(),
+                    link,
+                },
+            ));
+            let already = bound.iter().any(|p| canonical.starts_with(p))
+                || sorted
+                    .iter()
+                    .any(|(t, _)| canonical.starts_with(t) && *t != b.sandbox_path.0);
             if !already {
-                sorted.push((canonical.clone(), MountStep::BindReadOnly { host: canonical.clone(), target: canonical, is_dir }));
+                sorted.push((
+                    canonical.clone(),
+                    MountStep::BindReadOnly {
+                        host: canonical.clone(),
+                        target: canonical,
+                        is_dir,
+                    },
+                ));
             }
             continue;
         }
-        sorted.push((b.sandbox_path.0.clone(), MountStep::BindReadOnly { host: b.host_path.clone(), target: b.sandbox_path.0.clone(), is_dir }));
+        sorted.push((
+            b.sandbox_path.0.clone(),
+            MountStep::BindReadOnly {
+                host: b.host_path.clone(),
+                target: b.sandbox_path.0.clone(),
+                is_dir,
+            },
+        ));
     }
     for b in &fs.output_paths {
-        sorted.push((b.sandbox_path.0.clone(), MountStep::BindWritable { host: b.host_path.clone(), target: b.sandbox_path.0.clone() }));
+        sorted.push((
+            b.sandbox_path.0.clone(),
+            MountStep::BindWritable {
+                host: b.host_path.clone(),
+                target: b.sandbox_path.0.clone(),
+            },
+        ));
     }
     for s in &fs.scratch_paths {
-        sorted.push((s.0.clone(), MountStep::Scratch { target: s.0.clone(), size: fs.scratch_size.0 }));
+        sorted.push((
+            s.0.clone(),
+            MountStep::Scratch {
+                target: s.0.clone(),
+                size: fs.scratch_size.0,
+            },
+        ));
     }
     // Parents before children, so a nested mount is not hidden by its parent's.
-    sorted.sort_by(|a, b| a.0.components().count().cmp(&b.0.components().count()).then(a.0.cmp(&b.0)));
-    let covered = |p: &Path| sorted.iter().any(|(t, _)| p.starts_with(t));
-    let working_dir = fs.working_dir.as_ref().map(|w| w.0.clone()).unwrap_or_else(|| {
-        sorted.iter().find(|(_, m)| matches!(m, MountStep::Scratch { .. })).map(|(t, _)| t.clone()).unwrap_or_else(|| PathBuf::from("/"))
+    sorted.sort_by(|a, b| {
+        a.0.components()
+            .count()
+            .cmp(&b.0.components().count())
+            .then(a.0.cmp(&b.0))
     });
+    let covered = |p: &Path| sorted.iter().any(|(t, _)| p.starts_with(t));
+    let working_dir = fs
+        .working_dir
+        .as_ref()
+        .map(|w| w.0.clone())
+        .unwrap_or_else(|| {
+            sorted
+                .iter()
+                .find(|(_, m)| matches!(m, MountStep::Scratch { .. }))
+                .map(|(t, _)| t.clone())
+                .unwrap_or_else(|| PathBuf::from("/"))
+        });
     for (path, contents) in synthesized_files(uid, gid, &working_dir) {
         if !covered(&path) {
-            mounts.push(MountStep::File { target: path, contents });
+            mounts.push(MountStep::File {
+                target: path,
+                contents,
+            });
         }
     }
     mounts.extend(sorted.into_iter().map(|(_, m)| m));
 
     // Environment: cleared, then a documented minimum, the policy's, and --env.
-    let host_env: BTreeMap<&str, &str> = host.host_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let host_env: BTreeMap<&str, &str> = host
+        .host_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("PATH".into(), DEFAULT_PATH.into());
     env.insert("HOME".into(), working_dir.display().to_string());
     env.insert("TMPDIR".into(), "/tmp".into());
-    if !fs.scratch_paths.iter().any(|s| s.0 == Path::new("/tmp")) && !fs.output_paths.iter().any(|b| b.sandbox_path.0 == Path::new("/tmp")) {
+    if !fs.scratch_paths.iter().any(|s| s.0 == Path::new("/tmp"))
+        && !fs
+            .output_paths
+            .iter()
+            .any(|b| b.sandbox_path.0 == Path::new("/tmp"))
+    {
         env.remove("TMPDIR");
     }
-    for name in PASSED_BY_DEFAULT.iter().copied().chain(policy.environment.pass.iter().map(String::as_str)) {
+    for name in PASSED_BY_DEFAULT
+        .iter()
+        .copied()
+        .chain(policy.environment.pass.iter().map(String::as_str))
+    {
         if let Some(v) = host_env.get(name) {
             env.insert(name.to_string(), v.to_string());
         }
@@ -242,9 +337,18 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
     // forbids, so the sandboxed program can never hold a descriptor with that number.
     let r = &policy.resources;
     let max_nofile = host.nofile_hard.saturating_sub(2).max(16);
-    let nofile = r.max_open_files.map(u64::from).unwrap_or(DEFAULT_MAX_OPEN_FILES).min(max_nofile);
+    let nofile = r
+        .max_open_files
+        .map(u64::from)
+        .unwrap_or(DEFAULT_MAX_OPEN_FILES)
+        .min(max_nofile);
     let rlimits = vec![
-        (Rlimit::FileSize, r.max_file_size.map(|s| s.0).unwrap_or(DEFAULT_MAX_FILE_SIZE)),
+        (
+            Rlimit::FileSize,
+            r.max_file_size
+                .map(|s| s.0)
+                .unwrap_or(DEFAULT_MAX_FILE_SIZE),
+        ),
         (Rlimit::OpenFiles, nofile),
         (Rlimit::Core, 0),
     ];
@@ -283,20 +387,30 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
                 fix: "upgrade to Linux 6.7+, or set network.isolated: true".into(),
             });
         }
-        let mut paths = vec![(PathBuf::from("/"), FsAccess::ReadOnly), (PathBuf::from("/dev"), FsAccess::Device), (PathBuf::from("/proc"), FsAccess::ReadOnly)];
+        let mut paths = vec![
+            (PathBuf::from("/"), FsAccess::ReadOnly),
+            (PathBuf::from("/dev"), FsAccess::Device),
+            (PathBuf::from("/proc"), FsAccess::ReadOnly),
+        ];
         paths.push((PathBuf::from("/dev/shm"), FsAccess::ReadWrite));
         for m in &mounts {
             match m {
-                MountStep::BindReadOnly { target, .. } => paths.push((target.clone(), FsAccess::ReadExecute)),
-                MountStep::BindWritable { target, .. } | MountStep::Scratch { target, .. } => paths.push((target.clone(), FsAccess::ReadWrite)),
+                MountStep::BindReadOnly { target, .. } => {
+                    paths.push((target.clone(), FsAccess::ReadExecute))
+                }
+                MountStep::BindWritable { target, .. } | MountStep::Scratch { target, .. } => {
+                    paths.push((target.clone(), FsAccess::ReadWrite))
+                }
                 MountStep::File { .. } | MountStep::Symlink { .. } => {}
             }
         }
         let net_ok = host.landlock_abi >= 4;
         Some(LandlockPlan {
             paths,
-            tcp_connect: (needs_net_landlock && net_ok).then(|| net.allow_outgoing.iter().map(|p| p.0).collect()),
-            tcp_bind: (needs_net_landlock && net_ok).then(|| net.allow_incoming.iter().map(|p| p.0).collect()),
+            tcp_connect: (needs_net_landlock && net_ok)
+                .then(|| net.allow_outgoing.iter().map(|p| p.0).collect()),
+            tcp_bind: (needs_net_landlock && net_ok)
+                .then(|| net.allow_incoming.iter().map(|p| p.0).collect()),
             scope: host.landlock_abi >= 6,
             abi: host.landlock_abi,
         })
@@ -306,7 +420,9 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
     let limits = Limits {
         memory_bytes: r.memory_limit_bytes.map(|s| s.0),
         pids: r.pids_limit,
-        cpu_quota_us: r.cpu_shares.map(|c| ((c * CPU_PERIOD_US as f64) as u64).max(1000)),
+        cpu_quota_us: r
+            .cpu_shares
+            .map(|c| ((c * CPU_PERIOD_US as f64) as u64).max(1000)),
         io_bps: r.block_io_limit.map(|b| b.0),
     };
     let wanted = limits.controllers();
@@ -319,7 +435,11 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
                     if !parent.has(c) {
                         unenforced.push(Unenforced {
                             mechanism: format!("cgroup.{}", c.v1_name()),
-                            reason: format!("the {} controller is not available to this user (cgroup v{})", c.v2_name(), parent.version()),
+                            reason: format!(
+                                "the {} controller is not available to this user (cgroup v{})",
+                                c.v2_name(),
+                                parent.version()
+                            ),
                             fix: cgroup_fix(host),
                         });
                         match c {
@@ -336,7 +456,14 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
             }
             Err(why) => unenforced.push(Unenforced {
                 mechanism: "cgroups".into(),
-                reason: format!("resource limits ({}) need cgroups: {why}", wanted.iter().map(|c| c.v1_name()).collect::<Vec<_>>().join(", ")),
+                reason: format!(
+                    "resource limits ({}) need cgroups: {why}",
+                    wanted
+                        .iter()
+                        .map(|c| c.v1_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 fix: cgroup_fix(host),
             }),
         }
@@ -363,8 +490,17 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         cgroup,
         timeout: r.session_timeout_seconds.map(Duration::from_secs),
         unenforced,
-        floor_lifted: policy.syscalls.unsafe_lift_floor.iter().map(|s| s.name.clone()).collect(),
-        audit_log: if policy.audit.enabled { policy.audit.log_path.clone() } else { None },
+        floor_lifted: policy
+            .syscalls
+            .unsafe_lift_floor
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        audit_log: if policy.audit.enabled {
+            policy.audit.log_path.clone()
+        } else {
+            None
+        },
         handshake_fd,
     })
 }
@@ -384,7 +520,9 @@ fn cgroup_fix(host: &HostFacts) -> String {
 
 fn synthesized_files(uid: u32, gid: u32, home: &Path) -> Vec<(PathBuf, String)> {
     let home = home.display();
-    let mut passwd = format!("root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{gid}:Iron Cage sandbox:{home}:/bin/sh\n");
+    let mut passwd = format!(
+        "root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{gid}:Iron Cage sandbox:{home}:/bin/sh\n"
+    );
     let mut group = format!("root:x:0:\nsandbox:x:{gid}:\n");
     if uid != 65534 {
         passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
@@ -395,21 +533,48 @@ fn synthesized_files(uid: u32, gid: u32, home: &Path) -> Vec<(PathBuf, String)> 
     vec![
         (PathBuf::from("/etc/passwd"), passwd),
         (PathBuf::from("/etc/group"), group),
-        (PathBuf::from("/etc/hosts"), "127.0.0.1 localhost ironcage\n::1 localhost ip6-localhost\n".into()),
+        (
+            PathBuf::from("/etc/hosts"),
+            "127.0.0.1 localhost ironcage\n::1 localhost ip6-localhost\n".into(),
+        ),
         (PathBuf::from("/etc/hostname"), "ironcage\n".into()),
-        (PathBuf::from("/etc/nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+        (
+            PathBuf::from("/etc/nsswitch.conf"),
+            "passwd: files\ngroup: files\nhosts: files dns\n".into(),
+        ),
     ]
 }
 
 /// Builds the seccomp filter for a policy. The floor is applied in both modes.
-pub fn seccomp_spec(policy: &Policy, restrict_udp: bool, handshake_fd: u32, reports: bool) -> FilterSpec {
+pub fn seccomp_spec(
+    policy: &Policy,
+    restrict_udp: bool,
+    handshake_fd: u32,
+    reports: bool,
+) -> FilterSpec {
     let sc = &policy.syscalls;
-    let deny = if reports { Action::Report } else { Action::Errno(libc::EPERM as u16) };
-    let lifted: Vec<&str> = sc.unsafe_lift_floor.iter().map(|s| s.name.as_str()).collect();
+    let deny = if reports {
+        Action::Report
+    } else {
+        Action::Errno(libc::EPERM as u16)
+    };
+    let lifted: Vec<&str> = sc
+        .unsafe_lift_floor
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     let nr = |name: &str| syscalls::number(name).expect("fixed tables name real syscalls");
     let mut calls: BTreeMap<u32, CallRules> = BTreeMap::new();
     let default = if sc.default_deny {
-        let allowed = sc.allow.iter().map(|s| s.name.as_str()).chain(if sc.baseline { syscalls::BASELINE.to_vec() } else { Vec::new() });
+        let allowed = sc
+            .allow
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(if sc.baseline {
+                syscalls::BASELINE.to_vec()
+            } else {
+                Vec::new()
+            });
         for name in allowed {
             calls.insert(nr(name), CallRules::always(Action::Allow));
         }
@@ -432,27 +597,87 @@ pub fn seccomp_spec(policy: &Policy, restrict_udp: bool, handshake_fd: u32, repo
     };
     let clone = nr("clone");
     if passes(&calls, clone) {
-        calls.insert(clone, CallRules { rules: vec![Rule { all: vec![ArgEq { arg: 0, mask: CLONE_NS_FLAGS, value: 0 }], action: Action::Allow }], otherwise: deny });
+        calls.insert(
+            clone,
+            CallRules {
+                rules: vec![Rule {
+                    all: vec![ArgEq {
+                        arg: 0,
+                        mask: CLONE_NS_FLAGS,
+                        value: 0,
+                    }],
+                    action: Action::Allow,
+                }],
+                otherwise: deny,
+            },
+        );
     }
     // clone3 passes its flags in memory that seccomp cannot read: ENOSYS makes libc fall back
     // to clone. Not a violation, so not reported.
     calls.insert(nr("clone3"), CallRules::always(Action::Errno(ENOSYS)));
     let ioctl = nr("ioctl");
     if passes(&calls, ioctl) {
-        let rules = [TIOCSTI, TIOCLINUX].into_iter().map(|cmd| Rule { all: vec![ArgEq { arg: 1, mask: u32::MAX, value: cmd }], action: deny }).collect();
-        calls.insert(ioctl, CallRules { rules, otherwise: Action::Allow });
+        let rules = [TIOCSTI, TIOCLINUX]
+            .into_iter()
+            .map(|cmd| Rule {
+                all: vec![ArgEq {
+                    arg: 1,
+                    mask: u32::MAX,
+                    value: cmd,
+                }],
+                action: deny,
+            })
+            .collect();
+        calls.insert(
+            ioctl,
+            CallRules {
+                rules,
+                otherwise: Action::Allow,
+            },
+        );
     }
     let socket = nr("socket");
     if passes(&calls, socket) {
-        let mut rules = vec![Rule { all: vec![ArgEq { arg: 0, mask: u32::MAX, value: AF_VSOCK }], action: deny }];
+        let mut rules = vec![Rule {
+            all: vec![ArgEq {
+                arg: 0,
+                mask: u32::MAX,
+                value: AF_VSOCK,
+            }],
+            action: deny,
+        }];
         if restrict_udp {
             for family in [AF_INET, AF_INET6] {
-                rules.push(Rule { all: vec![ArgEq { arg: 0, mask: u32::MAX, value: family }, ArgEq { arg: 1, mask: 0xf, value: SOCK_DGRAM }], action: deny });
+                rules.push(Rule {
+                    all: vec![
+                        ArgEq {
+                            arg: 0,
+                            mask: u32::MAX,
+                            value: family,
+                        },
+                        ArgEq {
+                            arg: 1,
+                            mask: 0xf,
+                            value: SOCK_DGRAM,
+                        },
+                    ],
+                    action: deny,
+                });
             }
         }
-        calls.insert(socket, CallRules { rules, otherwise: Action::Allow });
+        calls.insert(
+            socket,
+            CallRules {
+                rules,
+                otherwise: Action::Allow,
+            },
+        );
     }
-    FilterSpec { calls, default, handshake: Some((nr("sendmsg"), handshake_fd)) }
+    FilterSpec {
+        calls,
+        default,
+        handshake: Some((nr("sendmsg"), handshake_fd)),
+    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,17 @@ pub fn host_facts() -> HostFacts {
         seccomp_user_notif: seccomp_user_notif(),
         cgroup: cgroup_parent(&layout, is_root, uid),
         block_devices: cgroup::block_devices(Path::new("/sys/block")),
-        nofile_hard: sys::getrlimit(libc::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(1024),
+        nofile_hard: sys::getrlimit(libc::RLIMIT_NOFILE)
+            .map(|(_, h)| h)
+            .unwrap_or(1024),
         host_env: std::env::vars().collect(),
     }
 }
 
 fn user_namespaces() -> Result<(), String> {
-    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     if max == Some(0) {
         return Err("user namespaces are disabled (user.max_user_namespaces = 0); fix: sysctl -w user.max_user_namespaces=15000".into());
     }
@@ -48,7 +52,14 @@ fn user_namespaces() -> Result<(), String> {
 fn seccomp_user_notif() -> bool {
     let mut sizes = [0u16; 3];
     // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into the buffer we pass.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, 3 /* SECCOMP_GET_NOTIF_SIZES */, 0, sizes.as_mut_ptr()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            3, /* SECCOMP_GET_NOTIF_SIZES */
+            0,
+            sizes.as_mut_ptr(),
+        )
+    };
     r == 0
 }
 
@@ -58,9 +69,13 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
         return Err("no cgroup filesystem is mounted".into());
     }
     if is_root {
-        return layout.root_parent().ok_or_else(|| "no usable cgroup hierarchy".into());
+        return layout
+            .root_parent()
+            .ok_or_else(|| "no usable cgroup hierarchy".into());
     }
-    let parent = layout.user_parent(uid).ok_or("no usable cgroup hierarchy")?;
+    let parent = layout
+        .user_parent(uid)
+        .ok_or("no usable cgroup hierarchy")?;
     match &parent {
         Parent::V1(map) => {
             let mut usable = std::collections::BTreeMap::new();
@@ -70,22 +85,34 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
                 }
             }
             if usable.is_empty() {
-                let example = map.values().next().map(|p| p.display().to_string()).unwrap_or_default();
+                let example = map
+                    .values()
+                    .next()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 return Err(format!("cgroup v1 subtrees such as {example} do not exist or are not writable by uid {uid}"));
             }
             Ok(Parent::V1(usable))
         }
         Parent::V2 { dir, controllers } => {
             if !writable_dir(dir) || !dir.join("cgroup.subtree_control").exists() {
-                return Err(format!("this process's cgroup {} is not delegated to uid {uid}", dir.display()));
+                return Err(format!(
+                    "this process's cgroup {} is not delegated to uid {uid}",
+                    dir.display()
+                ));
             }
-            Ok(Parent::V2 { dir: dir.clone(), controllers: controllers.clone() })
+            Ok(Parent::V2 {
+                dir: dir.clone(),
+                controllers: controllers.clone(),
+            })
         }
     }
 }
 
 fn writable_dir(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: c is NUL-terminated.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
@@ -102,18 +129,48 @@ pub fn doctor() -> Vec<Check> {
     let facts = host_facts();
     let layout = Layout::read();
     let mut out = Vec::new();
-    let mut add = |m: &str, ok: bool, d: String| out.push(Check { mechanism: m.into(), ok, detail: d });
-    add("user", true, format!("uid {} ({})", facts.uid, if facts.is_root { "root: sandboxes run as uid 65534" } else { "rootless: sandboxes run as your uid" }));
-    add("arch", cfg!(target_arch = "x86_64"), std::env::consts::ARCH.into());
+    let mut add = |m: &str, ok: bool, d: String| {
+        out.push(Check {
+            mechanism: m.into(),
+            ok,
+            detail: d,
+        })
+    };
+    add(
+        "user",
+        true,
+        format!(
+            "uid {} ({})",
+            facts.uid,
+            if facts.is_root {
+                "root: sandboxes run as uid 65534"
+            } else {
+                "rootless: sandboxes run as your uid"
+            }
+        ),
+    );
+    add(
+        "arch",
+        cfg!(target_arch = "x86_64"),
+        std::env::consts::ARCH.into(),
+    );
     match &facts.user_namespaces {
-        Ok(()) => add("namespaces", true, "user, pid, mount, net, uts, ipc, cgroup".into()),
+        Ok(()) => add(
+            "namespaces",
+            true,
+            "user, pid, mount, net, uts, ipc, cgroup".into(),
+        ),
         Err(e) => add("namespaces", false, e.clone()),
     }
     add("seccomp", true, "seccomp-bpf filters".into());
     add(
         "seccomp.report",
         facts.seccomp_user_notif,
-        if facts.seccomp_user_notif { "user notification: denied calls are reported by name".into() } else { "no user notification (needs Linux 5.0+)".into() },
+        if facts.seccomp_user_notif {
+            "user notification: denied calls are reported by name".into()
+        } else {
+            "no user notification (needs Linux 5.0+)".into()
+        },
     );
     let abi = facts.landlock_abi;
     add(
@@ -123,22 +180,69 @@ pub fn doctor() -> Vec<Check> {
             0 => "not available (Linux 5.13+ with landlock in the lsm= list)".into(),
             a => format!(
                 "ABI {a}: filesystem{}{}",
-                if a >= 4 { ", TCP ports" } else { "; no TCP port rules (ABI 4)" },
-                if a >= 6 { ", signal and abstract-socket scoping" } else { "; no scoping (ABI 6)" }
+                if a >= 4 {
+                    ", TCP ports"
+                } else {
+                    "; no TCP port rules (ABI 4)"
+                },
+                if a >= 6 {
+                    ", signal and abstract-socket scoping"
+                } else {
+                    "; no scoping (ABI 6)"
+                }
             ),
         },
     );
-    let version = if layout.is_v1() { "v1 (hybrid)" } else if layout.v2.is_some() { "v2" } else { "none" };
+    let version = if layout.is_v1() {
+        "v1 (hybrid)"
+    } else if layout.v2.is_some() {
+        "v2"
+    } else {
+        "none"
+    };
     match &facts.cgroup {
         Ok(parent) => {
             for c in Controller::ALL {
                 let ok = parent.has(c);
-                add(&format!("cgroup.{}", c.v1_name()), ok, format!("cgroup {version}{}", if ok { "" } else { ": controller not available to this user" }));
+                add(
+                    &format!("cgroup.{}", c.v1_name()),
+                    ok,
+                    format!(
+                        "cgroup {version}{}",
+                        if ok {
+                            ""
+                        } else {
+                            ": controller not available to this user"
+                        }
+                    ),
+                );
             }
         }
-        Err(e) => add("cgroups", false, format!("cgroup {version}: {e}. Fix: {}", if facts.is_root { "mount cgroup controllers".to_string() } else { format!("sudo ironcage cgroup delegate --user {}", facts.uid) })),
+        Err(e) => add(
+            "cgroups",
+            false,
+            format!(
+                "cgroup {version}: {e}. Fix: {}",
+                if facts.is_root {
+                    "mount cgroup controllers".to_string()
+                } else {
+                    format!("sudo ironcage cgroup delegate --user {}", facts.uid)
+                }
+            ),
+        ),
     }
-    add("rlimits", true, format!("file size, open files (host hard limit {}), core dumps off", facts.nofile_hard));
-    add("pidfd", sys::pidfd_open(sys::getpid()).is_ok(), "pidfd_open (Linux 5.3+)".into());
+    add(
+        "rlimits",
+        true,
+        format!(
+            "file size, open files (host hard limit {}), core dumps off",
+            facts.nofile_hard
+        ),
+    );
+    add(
+        "pidfd",
+        sys::pidfd_open(sys::getpid()).is_ok(),
+        "pidfd_open (Linux 5.3+)".into(),
+    );
     out
 }

@@ -58,7 +58,12 @@ pub struct Limits {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Violation {
     /// A system call the policy denies; it failed with EPERM.
-    Syscall { syscall: String, nr: i32, count: u64, floor: bool },
+    Syscall {
+        syscall: String,
+        nr: i32,
+        count: u64,
+        floor: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -20,9 +20,15 @@ pub enum RunError {
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("output path {}: {reason}", path.display())]
-    OutputPath { path: std::path::PathBuf, reason: String },
+    OutputPath {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("{step}: {source}")]
-    Io { step: &'static str, source: std::io::Error },
+    Io {
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
 
 fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
@@ -42,15 +48,28 @@ static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32:
 /// sandbox exists; failures inside it are reported in the report.
 pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let started_at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let started_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
 
     prepare_output_dirs(plan, ctx.is_root)?;
 
     let mut cg = match (&plan.cgroup, ctx.cgroup_parent) {
         (Some(limits), Some(parent)) => {
             cgroup::sweep_stale(parent);
-            let name = format!("run-{}-{}", sys::getpid(), RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-            Some(RunCgroup::create(parent, &name, limits, ctx.block_devices, ctx.is_root)?)
+            let name = format!(
+                "run-{}-{}",
+                sys::getpid(),
+                RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            Some(RunCgroup::create(
+                parent,
+                &name,
+                limits,
+                ctx.block_devices,
+                ctx.is_root,
+            )?)
         }
         _ => None,
     };
@@ -61,12 +80,25 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     result
 }
 
-fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Instant, started_at: u128) -> Result<RunReport, RunError> {
+fn run_in(
+    plan: &Plan,
+    ctx: &Context<'_>,
+    cg: Option<&RunCgroup>,
+    started: Instant,
+    started_at: u128,
+) -> Result<RunReport, RunError> {
     // Root opens bind sources here, with its own permissions, as detached mounts; the
     // sandbox (uid 65534) could not read a root-only directory on the way to them.
     let mut detached = Vec::new();
     for m in &plan.mounts {
-        detached.push(if ctx.is_root { child::detach_source(m).map_err(|e| RunError::OutputPath { path: source_of(m).into(), reason: e.to_string() })? } else { None });
+        detached.push(if ctx.is_root {
+            child::detach_source(m).map_err(|e| RunError::OutputPath {
+                path: source_of(m).into(),
+                reason: e.to_string(),
+            })?
+        } else {
+            None
+        });
     }
 
     let (go_r, go_w) = sys::pipe().map_err(io("pipe"))?;
@@ -75,19 +107,41 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
 
     // Signals we forward to the sandbox; blocked so the signalfd sees them. The child
     // inherits the mask, and init keeps it for its own synchronous wait.
-    let forwarded = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGCONT, libc::SIGCHLD];
+    let forwarded = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+        libc::SIGCHLD,
+    ];
     let set = sys::sigset(&forwarded);
     let old_mask = sys::set_sigmask(&set).map_err(io("block signals"))?;
     let sigfd = sys::signalfd(&set).map_err(io("signalfd"))?;
 
-    let mut flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC;
     if plan.net_isolated {
         flags |= libc::CLONE_NEWNET;
     }
     let pid = match sys::clone_fork(flags).map_err(io("clone into new namespaces"))? {
         None => {
             drop((go_w, st_r, nt_parent, sigfd));
-            child::init_main(plan, ChildIo { go: go_r, status: st_w, notify: nt_child, detached })
+            child::init_main(
+                plan,
+                ChildIo {
+                    go: go_r,
+                    status: st_w,
+                    notify: nt_child,
+                    detached,
+                },
+            )
         }
         Some(pid) => pid,
     };
@@ -95,9 +149,15 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
 
     let setup = (|| -> Result<(), RunError> {
         sys::write_proc(pid, "setgroups", "deny").map_err(io("write setgroups"))?;
-        let (outside_uid, outside_gid) = if ctx.is_root { (plan.uid, plan.gid) } else { (sys::getuid(), sys::getgid()) };
-        sys::write_proc(pid, "uid_map", &format!("{} {outside_uid} 1", plan.uid)).map_err(io("write uid_map"))?;
-        sys::write_proc(pid, "gid_map", &format!("{} {outside_gid} 1", plan.gid)).map_err(io("write gid_map"))?;
+        let (outside_uid, outside_gid) = if ctx.is_root {
+            (plan.uid, plan.gid)
+        } else {
+            (sys::getuid(), sys::getgid())
+        };
+        sys::write_proc(pid, "uid_map", &format!("{} {outside_uid} 1", plan.uid))
+            .map_err(io("write uid_map"))?;
+        sys::write_proc(pid, "gid_map", &format!("{} {outside_gid} 1", plan.gid))
+            .map_err(io("write gid_map"))?;
         if let Some(cg) = cg {
             cg.add(pid)?;
         }
@@ -116,7 +176,10 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
     let counts: Arc<Mutex<BTreeMap<i32, u64>>> = Arc::default();
     let notifier = {
         let counts = Arc::clone(&counts);
-        std::thread::Builder::new().name("seccomp-notify".into()).spawn(move || serve_notifications(nt_parent, counts)).ok()
+        std::thread::Builder::new()
+            .name("seccomp-notify".into())
+            .spawn(move || serve_notifications(nt_parent, counts))
+            .ok()
     };
 
     let pidfd = sys::pidfd_open(pid).map_err(io("pidfd_open"))?;
@@ -126,17 +189,28 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
     let mut status_open = true;
     loop {
         let wait_ms = match deadline {
-            Some(d) if !timed_out => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+            Some(d) if !timed_out => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
             _ => -1,
         };
-        let mut fds = vec![(pidfd.as_raw_fd(), libc::POLLIN), (sigfd.as_raw_fd(), libc::POLLIN)];
+        let mut fds = vec![
+            (pidfd.as_raw_fd(), libc::POLLIN),
+            (sigfd.as_raw_fd(), libc::POLLIN),
+        ];
         if status_open {
             fds.push((st_r.as_raw_fd(), libc::POLLIN));
         }
         let rev = match sys::poll(&fds, wait_ms) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(RunError::Io { step: "poll", source: e }),
+            Err(e) => {
+                return Err(RunError::Io {
+                    step: "poll",
+                    source: e,
+                })
+            }
         };
         if rev.iter().all(|r| *r == 0) {
             // Deadline: kill init; the kernel then kills every process in its pid namespace.
@@ -183,14 +257,25 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
     let wall = started.elapsed();
     let usage = cg.map(|c| c.usage()).unwrap_or_default();
 
-    let statuses: Vec<Status> = String::from_utf8_lossy(&status_buf).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let statuses: Vec<Status> = String::from_utf8_lossy(&status_buf)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
     let violations: Vec<Violation> = counts
         .iter()
         .map(|(nr, count)| {
-            let name = ironcage_policy::syscalls::name_of(*nr as u32).map(str::to_string).unwrap_or_else(|| format!("syscall_{nr}"));
-            let floor = ironcage_policy::syscalls::floor_reason(&name).is_some() || matches!(name.as_str(), "clone" | "ioctl" | "socket");
-            Violation::Syscall { syscall: name, nr: *nr, count: *count, floor }
+            let name = ironcage_policy::syscalls::name_of(*nr as u32)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("syscall_{nr}"));
+            let floor = ironcage_policy::syscalls::floor_reason(&name).is_some()
+                || matches!(name.as_str(), "clone" | "ioctl" | "socket");
+            Violation::Syscall {
+                syscall: name,
+                nr: *nr,
+                count: *count,
+                floor,
+            }
         })
         .collect();
 
@@ -202,11 +287,25 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
                 error = Some(format!("sandbox setup failed at `{step}`: {e}"));
                 outcome = Outcome::SetupFailed;
             }
-            Status::ExecFailed { program, errno, error: e } => {
+            Status::ExecFailed {
+                program,
+                errno,
+                error: e,
+            } => {
                 let denied = counts.contains_key(&59) || counts.contains_key(&322);
-                error = Some(if denied { format!("cannot execute {program}: execve denied by policy") } else { format!("cannot execute {program}: {e}") });
+                error = Some(if denied {
+                    format!("cannot execute {program}: execve denied by policy")
+                } else {
+                    format!("cannot execute {program}: {e}")
+                });
                 outcome = Outcome::ExecFailed;
-                exit_code_v = Some(if denied { exit_code::DENIED } else if *errno == libc::ENOENT { exit_code::NOT_FOUND } else { exit_code::NOT_EXECUTABLE });
+                exit_code_v = Some(if denied {
+                    exit_code::DENIED
+                } else if *errno == libc::ENOENT {
+                    exit_code::NOT_FOUND
+                } else {
+                    exit_code::NOT_EXECUTABLE
+                });
             }
             Status::Exited { code } => {
                 if outcome != Outcome::ExecFailed {
@@ -259,21 +358,36 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
         cpu_system_ms: rusage.system_us as f64 / 1000.0,
         peak_memory_bytes: usage.peak_memory_bytes.or(Some(rusage.max_rss_kib * 1024)),
         limits: Limits {
-            memory: LimitHit { limit: limits.memory_bytes, hit: usage.oom_kills > 0 },
+            memory: LimitHit {
+                limit: limits.memory_bytes,
+                hit: usage.oom_kills > 0,
+            },
             oom_kills: usage.oom_kills,
-            pids: LimitHit { limit: limits.pids.map(u64::from), hit: usage.pids_limit_hits > 0 },
+            pids: LimitHit {
+                limit: limits.pids.map(u64::from),
+                hit: usage.pids_limit_hits > 0,
+            },
             pids_refused_forks: usage.pids_limit_hits,
             cpu_quota_us_per_100ms: limits.cpu_quota_us,
             cpu_throttled_periods: usage.cpu_throttled_periods,
-            timeout: LimitHit { limit: plan.timeout.map(|d| d.as_secs()), hit: timed_out },
-            file_size: LimitHit { limit: rl(Rlimit::FileSize), hit: signal == Some(libc::SIGXFSZ) },
+            timeout: LimitHit {
+                limit: plan.timeout.map(|d| d.as_secs()),
+                hit: timed_out,
+            },
+            file_size: LimitHit {
+                limit: rl(Rlimit::FileSize),
+                hit: signal == Some(libc::SIGXFSZ),
+            },
             open_files: rl(Rlimit::OpenFiles),
         },
         violations,
         unenforced: plan.unenforced.clone(),
         floor_lifted: plan.floor_lifted.clone(),
         sandbox_uid: plan.uid,
-        cgroup_version: ctx.cgroup_parent.filter(|_| cg.is_some()).map(|p| p.version()),
+        cgroup_version: ctx
+            .cgroup_parent
+            .filter(|_| cg.is_some())
+            .map(|p| p.version()),
         landlock_abi: plan.landlock.as_ref().map(|l| l.abi).unwrap_or(0),
         started_at_unix_ms: started_at,
     })
@@ -282,14 +396,18 @@ fn run_in(plan: &Plan, ctx: &Context<'_>, cg: Option<&RunCgroup>, started: Insta
 fn source_of(m: &MountStep) -> &Path {
     match m {
         MountStep::BindReadOnly { host, .. } | MountStep::BindWritable { host, .. } => host,
-        MountStep::Scratch { target, .. } | MountStep::File { target, .. } | MountStep::Symlink { target, .. } => target,
+        MountStep::Scratch { target, .. }
+        | MountStep::File { target, .. }
+        | MountStep::Symlink { target, .. } => target,
     }
 }
 
 /// Receives the listener from the workload, then answers every notification with EPERM and
 /// counts it. Ends when every process that could notify is gone.
 fn serve_notifications(sock: OwnedFd, counts: Arc<Mutex<BTreeMap<i32, u64>>>) {
-    let Ok(Some(listener)) = sys::recv_fd(sock.as_raw_fd()) else { return };
+    let Ok(Some(listener)) = sys::recv_fd(sock.as_raw_fd()) else {
+        return;
+    };
     drop(sock);
     let fd = listener.as_raw_fd();
     loop {
@@ -316,8 +434,13 @@ fn serve_notifications(sock: OwnedFd, counts: Arc<Mutex<BTreeMap<i32, u64>>>) {
 /// symlink, and (as root) is writable by the sandbox uid.
 fn prepare_output_dirs(plan: &Plan, is_root: bool) -> Result<(), RunError> {
     for m in &plan.mounts {
-        let MountStep::BindWritable { host, .. } = m else { continue };
-        let err = |reason: String| RunError::OutputPath { path: host.clone(), reason };
+        let MountStep::BindWritable { host, .. } = m else {
+            continue;
+        };
+        let err = |reason: String| RunError::OutputPath {
+            path: host.clone(),
+            reason,
+        };
         // Walk down from "/" without following symlinks, creating what is missing.
         let mut cur = std::path::PathBuf::from("/");
         for comp in host.components().skip(1) {
@@ -340,7 +463,9 @@ fn prepare_output_dirs(plan: &Plan, is_root: bool) -> Result<(), RunError> {
         if is_root {
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::symlink_metadata(host).map_err(|e| err(e.to_string()))?;
-            let writable = md.uid() == plan.uid && md.mode() & 0o200 != 0 || md.gid() == plan.gid && md.mode() & 0o020 != 0 || md.mode() & 0o002 != 0;
+            let writable = md.uid() == plan.uid && md.mode() & 0o200 != 0
+                || md.gid() == plan.gid && md.mode() & 0o020 != 0
+                || md.mode() & 0o002 != 0;
             if !writable {
                 return Err(err(format!(
                     "not writable by the sandbox user (uid {uid}; root runs sandboxes as an unprivileged uid). Fix: `chown {uid}:{uid} {p}`, or name a directory that does not exist yet and ironcage will create it for the sandbox",

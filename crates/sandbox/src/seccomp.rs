@@ -42,7 +42,12 @@ pub struct Insn {
 }
 
 const fn stmt(code: u16, k: u32) -> Insn {
-    Insn { code, jt: 0, jf: 0, k }
+    Insn {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
     Insn { code, jt, jf, k }
@@ -95,7 +100,10 @@ pub struct CallRules {
 
 impl CallRules {
     pub fn always(action: Action) -> CallRules {
-        CallRules { rules: Vec::new(), otherwise: action }
+        CallRules {
+            rules: Vec::new(),
+            otherwise: action,
+        }
     }
 }
 
@@ -133,7 +141,8 @@ pub fn compile(spec: &FilterSpec) -> Result<Vec<Insn>, String> {
     }
     for (nr, call) in &spec.calls {
         let block = compile_call(call)?;
-        let skip = u8::try_from(block.len()).map_err(|_| format!("rules for syscall {nr} are too long"))?;
+        let skip = u8::try_from(block.len())
+            .map_err(|_| format!("rules for syscall {nr} are too long"))?;
         out.push(jump(BPF_JEQ_K, *nr, 0, skip));
         out.extend(block);
     }
@@ -206,20 +215,58 @@ mod tests {
         calls.insert(435, CallRules::always(Action::Errno(38))); // clone3
         calls.insert(
             56, // clone: allowed without namespace flags
-            CallRules { rules: vec![Rule { all: vec![ArgEq { arg: 0, mask: 0x7E02_0080, value: 0 }], action: Action::Allow }], otherwise: Action::Report },
+            CallRules {
+                rules: vec![Rule {
+                    all: vec![ArgEq {
+                        arg: 0,
+                        mask: 0x7E02_0080,
+                        value: 0,
+                    }],
+                    action: Action::Allow,
+                }],
+                otherwise: Action::Report,
+            },
         );
         calls.insert(
             16, // ioctl: TIOCSTI reported, the rest allowed
-            CallRules { rules: vec![Rule { all: vec![ArgEq { arg: 1, mask: u32::MAX, value: 0x5412 }], action: Action::Report }], otherwise: Action::Allow },
+            CallRules {
+                rules: vec![Rule {
+                    all: vec![ArgEq {
+                        arg: 1,
+                        mask: u32::MAX,
+                        value: 0x5412,
+                    }],
+                    action: Action::Report,
+                }],
+                otherwise: Action::Allow,
+            },
         );
         calls.insert(
             41, // socket: AF_INET + SOCK_DGRAM reported
             CallRules {
-                rules: vec![Rule { all: vec![ArgEq { arg: 0, mask: u32::MAX, value: 2 }, ArgEq { arg: 1, mask: 0xf, value: 2 }], action: Action::Report }],
+                rules: vec![Rule {
+                    all: vec![
+                        ArgEq {
+                            arg: 0,
+                            mask: u32::MAX,
+                            value: 2,
+                        },
+                        ArgEq {
+                            arg: 1,
+                            mask: 0xf,
+                            value: 2,
+                        },
+                    ],
+                    action: Action::Report,
+                }],
                 otherwise: Action::Allow,
             },
         );
-        FilterSpec { calls, default: Action::Report, handshake: Some((46, 1024)) }
+        FilterSpec {
+            calls,
+            default: Action::Report,
+            handshake: Some((46, 1024)),
+        }
     }
 
     #[test]
@@ -227,19 +274,51 @@ mod tests {
         let p = compile(&spec()).unwrap();
         let a = AUDIT_ARCH_X86_64;
         assert_eq!(run(&p, a, 0, [0; 6]), RET_ALLOW);
-        assert_eq!(run(&p, a, 1, [0; 6]), RET_USER_NOTIF, "write is not allowed");
+        assert_eq!(
+            run(&p, a, 1, [0; 6]),
+            RET_USER_NOTIF,
+            "write is not allowed"
+        );
         assert_eq!(run(&p, a, 435, [0; 6]), RET_ERRNO | 38);
         assert_eq!(run(&p, a, 56, [0x11, 0, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&p, a, 56, [0x1000_0011, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "CLONE_NEWUSER");
+        assert_eq!(
+            run(&p, a, 56, [0x1000_0011, 0, 0, 0, 0, 0]),
+            RET_USER_NOTIF,
+            "CLONE_NEWUSER"
+        );
         assert_eq!(run(&p, a, 16, [1, 0x5412, 0, 0, 0, 0]), RET_USER_NOTIF);
         assert_eq!(run(&p, a, 16, [1, 0x5401, 0, 0, 0, 0]), RET_ALLOW);
-        assert_eq!(run(&p, a, 16, [1, 0xffff_ffff_0000_5412, 0, 0, 0, 0]), RET_USER_NOTIF, "upper bits ignored like the kernel");
-        assert_eq!(run(&p, a, 41, [2, 2 | 0x80000, 0, 0, 0, 0]), RET_USER_NOTIF, "udp with SOCK_CLOEXEC");
+        assert_eq!(
+            run(&p, a, 16, [1, 0xffff_ffff_0000_5412, 0, 0, 0, 0]),
+            RET_USER_NOTIF,
+            "upper bits ignored like the kernel"
+        );
+        assert_eq!(
+            run(&p, a, 41, [2, 2 | 0x80000, 0, 0, 0, 0]),
+            RET_USER_NOTIF,
+            "udp with SOCK_CLOEXEC"
+        );
         assert_eq!(run(&p, a, 41, [2, 1, 0, 0, 0, 0]), RET_ALLOW, "tcp");
-        assert_eq!(run(&p, a, 41, [10, 2, 0, 0, 0, 0]), RET_ALLOW, "only AF_INET in this rule");
-        assert_eq!(run(&p, a, 46, [1024, 0, 0, 0, 0, 0]), RET_ALLOW, "handshake fd");
-        assert_eq!(run(&p, a, 46, [3, 0, 0, 0, 0, 0]), RET_USER_NOTIF, "other sendmsg");
-        assert_eq!(run(&p, 0x4000_0003, 0, [0; 6]), RET_KILL_PROCESS, "i386 entry");
+        assert_eq!(
+            run(&p, a, 41, [10, 2, 0, 0, 0, 0]),
+            RET_ALLOW,
+            "only AF_INET in this rule"
+        );
+        assert_eq!(
+            run(&p, a, 46, [1024, 0, 0, 0, 0, 0]),
+            RET_ALLOW,
+            "handshake fd"
+        );
+        assert_eq!(
+            run(&p, a, 46, [3, 0, 0, 0, 0, 0]),
+            RET_USER_NOTIF,
+            "other sendmsg"
+        );
+        assert_eq!(
+            run(&p, 0x4000_0003, 0, [0; 6]),
+            RET_KILL_PROCESS,
+            "i386 entry"
+        );
         assert_eq!(run(&p, a, X32_SYSCALL_BIT, [0; 6]), RET_KILL_PROCESS, "x32");
     }
 
@@ -247,7 +326,12 @@ mod tests {
     fn default_allow_mode() {
         let mut calls = BTreeMap::new();
         calls.insert(101, CallRules::always(Action::Report)); // ptrace
-        let p = compile(&FilterSpec { calls, default: Action::Allow, handshake: None }).unwrap();
+        let p = compile(&FilterSpec {
+            calls,
+            default: Action::Allow,
+            handshake: None,
+        })
+        .unwrap();
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 101, [0; 6]), RET_USER_NOTIF);
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 0, [0; 6]), RET_ALLOW);
     }

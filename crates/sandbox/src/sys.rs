@@ -29,7 +29,12 @@ fn check_int(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 fn cstr(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("path contains NUL: {s:?}")))
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("path contains NUL: {s:?}"),
+        )
+    })
 }
 
 /// Fork-like clone into new namespaces. Returns `Ok(None)` in the child.
@@ -40,7 +45,16 @@ fn cstr(s: &str) -> io::Result<CString> {
 pub fn clone_fork(ns_flags: libc::c_int) -> io::Result<Option<i32>> {
     // SAFETY: raw clone with a NULL stack behaves like fork(2): the child continues on a
     // copy of this thread's stack. No pointers are passed (parent_tid/child_tid/tls NULL).
-    let ret = unsafe { libc::syscall(libc::SYS_clone, (ns_flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (ns_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
     match check(ret)? {
         0 => Ok(None),
         pid => Ok(Some(pid as i32)),
@@ -63,7 +77,14 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two ints for the kernel to fill.
-    check_int(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    check_int(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
     // SAFETY: socketpair succeeded, so both descriptors are open and unowned.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -98,14 +119,22 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-pub fn mount(src: Option<&str>, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
+pub fn mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
     let src = src.map(cstr).transpose()?;
     let target = cstr(target)?;
     let fstype = fstype.map(cstr).transpose()?;
     let data = data.map(cstr).transpose()?;
     let p = |c: &Option<CString>| c.as_ref().map_or(ptr::null(), |c| c.as_ptr());
     // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
-    check_int(unsafe { libc::mount(p(&src), target.as_ptr(), p(&fstype), flags, p(&data).cast()) })?;
+    check_int(unsafe {
+        libc::mount(p(&src), target.as_ptr(), p(&fstype), flags, p(&data).cast())
+    })?;
     Ok(())
 }
 
@@ -134,7 +163,15 @@ pub fn open_path_nofollow(path: &str) -> io::Result<OwnedFd> {
     how.flags = (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
     how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
-    let fd = check(unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how as *const libc::open_how, size_of::<libc::open_how>()) })?;
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    })?;
     // SAFETY: openat2 returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -151,16 +188,27 @@ pub fn open_path(path: &str) -> io::Result<OwnedFd> {
 /// Clones the mount tree at `fd` into a detached mount (open_tree OPEN_TREE_CLONE).
 pub fn open_tree_clone(fd: &OwnedFd, recursive: bool) -> io::Result<OwnedFd> {
     let empty = c"";
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: fd is open; the path is an empty NUL-terminated string (AT_EMPTY_PATH).
-    let ret = check(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags) })?;
+    let ret = check(unsafe {
+        libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags)
+    })?;
     // SAFETY: open_tree returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
 
 /// Sets mount attributes (read-only, nosuid, ...) on a mount fd, recursively.
 pub fn mount_setattr_fd(fd: &OwnedFd, set: u64, clear: u64) -> io::Result<()> {
-    setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, set, clear)
+    setattr(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+        set,
+        clear,
+    )
 }
 
 /// Sets mount attributes on the mount at `path`, not recursively.
@@ -170,9 +218,23 @@ pub fn mount_setattr_path(path: &str, set: u64, clear: u64) -> io::Result<()> {
 }
 
 fn setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, clear: u64) -> io::Result<()> {
-    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: path is NUL-terminated; attr is a valid mount_attr of the size passed.
-    check(unsafe { libc::syscall(libc::SYS_mount_setattr, dirfd, path.as_ptr(), flags, &attr as *const MountAttr, size_of::<MountAttr>()) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    })?;
     Ok(())
 }
 
@@ -180,7 +242,16 @@ fn setattr(dirfd: RawFd, path: &CStr, flags: libc::c_uint, set: u64, clear: u64)
 pub fn move_mount_to(fd: &OwnedFd, target: &str) -> io::Result<()> {
     let t = cstr(target)?;
     // SAFETY: fd is open; both paths are NUL-terminated strings outliving the call.
-    check(unsafe { libc::syscall(libc::SYS_move_mount, fd.as_raw_fd(), c"".as_ptr(), libc::AT_FDCWD, t.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) })?;
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
     Ok(())
 }
 
@@ -252,7 +323,10 @@ pub fn set_name(name: &CStr) {
 
 /// Highest capability number the running kernel knows.
 pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 /// Drops every capability not in `keep` from the bounding set, sets the permitted,
@@ -265,7 +339,11 @@ pub fn restrict_capabilities(keep: &[u8]) -> io::Result<()> {
         }
     }
     // Clear ambient first so nothing inherited survives.
-    prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)?;
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )?;
     let mut mask = [0u32; 2];
     for &c in keep {
         mask[(c / 32) as usize] |= 1 << (c % 32);
@@ -282,25 +360,42 @@ pub fn restrict_capabilities(keep: &[u8]) -> io::Result<()> {
         permitted: u32,
         inheritable: u32,
     }
-    let header = Header { version: 0x2008_0522, pid: 0 }; // _LINUX_CAPABILITY_VERSION_3
-    let data = [0, 1].map(|i| Data { effective: mask[i], permitted: mask[i], inheritable: mask[i] });
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    }; // _LINUX_CAPABILITY_VERSION_3
+    let data = [0, 1].map(|i| Data {
+        effective: mask[i],
+        permitted: mask[i],
+        inheritable: mask[i],
+    });
     // SAFETY: header and data are valid capset v3 structures (two data words).
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) })?;
     for &c in keep {
-        prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, c as libc::c_ulong)?;
+        prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            c as libc::c_ulong,
+        )?;
     }
     Ok(())
 }
 
 pub fn setrlimit(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    let lim = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
     // SAFETY: lim is a valid rlimit.
     check_int(unsafe { libc::setrlimit(resource, &lim) })?;
     Ok(())
 }
 
 pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: lim is a valid rlimit for the kernel to fill.
     check_int(unsafe { libc::getrlimit(resource, &mut lim) })?;
     Ok((lim.rlim_cur, lim.rlim_max))
@@ -325,18 +420,35 @@ pub fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
 
 /// Installs a seccomp filter. With `listener`, also returns the user-notification fd.
 pub fn install_seccomp(prog: &[Insn], listener: bool) -> io::Result<Option<RawFd>> {
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
-    let flags = if listener { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    let flags = if listener {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
+    };
     // SAFETY: Insn is layout-compatible with sock_filter (repr(C), same fields); fprog
     // points at prog, which outlives the call. The kernel copies the program.
-    let ret = check(unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &fprog as *const libc::sock_fprog) })?;
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    })?;
     Ok(listener.then_some(ret as RawFd))
 }
 
 /// Sends one descriptor over a unix socket (SCM_RIGHTS). Does not allocate.
 pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     // CMSG_SPACE(sizeof(int)) is 24 on x86_64; use a u64 array for alignment.
     let mut cbuf = [0u64; 4];
     // SAFETY: msghdr is plain data; zeroed is a valid initial state.
@@ -363,7 +475,10 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
 /// Receives one descriptor sent with `send_fd`; `Ok(None)` when the peer closed.
 pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     let mut cbuf = [0u64; 4];
     // SAFETY: msghdr is plain data; zeroed is a valid initial state.
     let mut msg: libc::msghdr = unsafe { zeroed() };
@@ -413,19 +528,33 @@ pub fn notif_recv(fd: RawFd) -> io::Result<Notification> {
     check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV as _, n.as_mut_ptr()) })?;
     // SAFETY: the ioctl succeeded and filled the structure.
     let n = unsafe { n.assume_init() };
-    Ok(Notification { id: n.id, pid: n.pid, nr: n.data.nr, args: n.data.args })
+    Ok(Notification {
+        id: n.id,
+        pid: n.pid,
+        nr: n.data.nr,
+        args: n.data.args,
+    })
 }
 
 /// Answers a notification: the call fails with `errno` in the sandboxed process.
 pub fn notif_fail(fd: RawFd, id: u64, errno: i32) -> io::Result<()> {
-    let resp = libc::seccomp_notif_resp { id, val: 0, error: -errno, flags: 0 };
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
     // SAFETY: resp is a valid seccomp_notif_resp.
     check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &resp) })?;
     Ok(())
 }
 
 /// Replaces the process image. Returns only on failure.
-pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> io::Error {
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
     // SAFETY: argv and envp are NULL-terminated arrays of pointers to NUL-terminated
     // strings that the caller keeps alive across the call.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -461,7 +590,15 @@ pub fn wait4(pid: i32, flags: libc::c_int) -> io::Result<(i32, i32, Rusage)> {
             return Err(e);
         }
         let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-        return Ok((r, status, Rusage { user_us: tv(ru.ru_utime), system_us: tv(ru.ru_stime), max_rss_kib: ru.ru_maxrss as u64 }));
+        return Ok((
+            r,
+            status,
+            Rusage {
+                user_us: tv(ru.ru_utime),
+                system_us: tv(ru.ru_stime),
+                max_rss_kib: ru.ru_maxrss as u64,
+            },
+        ));
     }
 }
 
@@ -480,7 +617,14 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 /// poll(2) on (fd, events) pairs; returns revents per entry. `timeout_ms` < 0 waits forever.
 pub fn poll(fds: &[(RawFd, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
-    let mut p: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
     // SAFETY: p is a valid array of p.len() pollfd structures.
     let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
     if r < 0 {
@@ -524,7 +668,13 @@ pub fn signalfd(set: &libc::sigset_t) -> io::Result<OwnedFd> {
 pub fn signalfd_read(fd: RawFd) -> Option<i32> {
     let mut info = MaybeUninit::<libc::signalfd_siginfo>::zeroed();
     // SAFETY: info is writable and exactly one siginfo long.
-    let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), size_of::<libc::signalfd_siginfo>()) };
+    let n = unsafe {
+        libc::read(
+            fd,
+            info.as_mut_ptr().cast(),
+            size_of::<libc::signalfd_siginfo>(),
+        )
+    };
     if n as usize != size_of::<libc::signalfd_siginfo>() {
         return None;
     }
@@ -547,7 +697,9 @@ pub fn reset_signal_dispositions() {
 /// Brings the loopback interface up in the current network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: socket takes integers.
-    let s = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let s = check_int(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    })?;
     // SAFETY: s is a new descriptor we own.
     let sock = unsafe { OwnedFd::from_raw_fd(s) };
     // SAFETY: ifreq is plain data; zeroed is valid.
@@ -593,7 +745,14 @@ pub fn lchown(path: &str, uid: u32, gid: u32) -> io::Result<()> {
 pub fn landlock_abi() -> i32 {
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) only
     // returns the ABI version; no pointer is dereferenced.
-    let r = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, ptr::null::<u8>(), 0usize, 1u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            ptr::null::<u8>(),
+            0usize,
+            1u32,
+        )
+    };
     if r < 0 {
         0
     } else {
@@ -616,11 +775,44 @@ pub fn raw_status_signal(status: i32) -> Option<i32> {
 
 pub fn signal_name(sig: i32) -> String {
     let names = [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE",
-        "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ",
-        "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
-    names.get(sig as usize).filter(|n| !n.is_empty()).map(|s| s.to_string()).unwrap_or_else(|| format!("SIG{sig}"))
+    names
+        .get(sig as usize)
+        .filter(|n| !n.is_empty())
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("SIG{sig}"))
 }
 
 /// Waits for one of the (blocked) signals in `set`; returns its number.
@@ -657,7 +849,9 @@ pub fn getgid_of(uid: u32) -> u32 {
         .and_then(|t| {
             t.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid)).then(|| f.get(3).and_then(|g| g.parse().ok())).flatten()
+                (f.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+                    .then(|| f.get(3).and_then(|g| g.parse().ok()))
+                    .flatten()
             })
         })
         .unwrap_or(uid)
@@ -670,4 +864,33 @@ pub fn set_ids(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: as above.
     check_int(unsafe { libc::setresuid(uid, uid, uid) })?;
     Ok(())
+}
+
+/// Zeroes this process's original argv and environment strings, so /proc/<pid>/cmdline and
+/// /proc/<pid>/environ of our init (a fork of the supervisor) show nothing of the host's
+/// command line or environment to the sandbox. Rust's std keeps its own copies.
+pub fn scrub_process_strings() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the ")" that closes comm; arg_start is field 48 (1-based) overall.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // rest starts at field 3, so field N is f[N - 3].
+    let (arg_start, arg_end, env_start, env_end) = (f.get(45), f.get(46), f.get(47), f.get(48));
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if let (Some(&s), Some(&e)) = (start, end) {
+            if s != 0 && e > s && e - s < (1 << 24) {
+                // SAFETY: the kernel reports [s, e) as this process's own argv/environ
+                // area at the top of the main thread's stack: mapped, writable, and not
+                // referenced by Rust (std copied what it needed at startup).
+                unsafe { ptr::write_bytes(s as *mut u8, 0, (e - s) as usize) };
+            }
+        }
+    }
 }

@@ -35,7 +35,11 @@ pub fn test_user() -> &'static (String, u32, u32) {
 fn assert_root() {
     // SAFETY-free check: /proc/self/status names our effective uid.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap();
     assert_eq!(euid, "0", "the sandbox test suite runs as root (it tests root mode and drops to a user for rootless mode); run scripts/test.sh");
 }
 
@@ -52,8 +56,15 @@ pub fn binary() -> &'static Path {
         std::fs::copy(env!("CARGO_BIN_EXE_ironcage"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (name, _, _) = test_user();
-        let out = Command::new(&bin).args(["cgroup", "delegate", "--user", name]).output().unwrap();
-        assert!(out.status.success(), "cgroup delegate failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&bin)
+            .args(["cgroup", "delegate", "--user", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cgroup delegate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         bin
     })
 }
@@ -65,7 +76,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        let path = tempfile::Builder::new().prefix("ironcage-test-").tempdir_in("/tmp").unwrap().keep();
+        let path = tempfile::Builder::new()
+            .prefix("ironcage-test-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
         Scratch { path }
     }
@@ -98,12 +113,20 @@ impl Run {
     pub fn denied(&self, name: &str) -> u64 {
         self.report["violations"]
             .as_array()
-            .map(|v| v.iter().filter(|x| x["syscall"] == name).map(|x| x["count"].as_u64().unwrap_or(0)).sum())
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x["syscall"] == name)
+                    .map(|x| x["count"].as_u64().unwrap_or(0))
+                    .sum()
+            })
             .unwrap_or(0)
     }
 
     pub fn show(&self) -> String {
-        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- report\n{:#}", self.code, self.stdout, self.stderr, self.report)
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}\n--- report\n{:#}",
+            self.code, self.stdout, self.stderr, self.report
+        )
     }
 }
 
@@ -115,7 +138,13 @@ pub fn ironcage(mode: Mode) -> Command {
         Mode::User => {
             let (_, uid, gid) = test_user();
             let mut c = Command::new("setpriv");
-            c.args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--clear-groups", "--inh-caps=-all", "--reset-env"]);
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--reset-env",
+            ]);
             c.arg(bin);
             c
         }
@@ -125,20 +154,52 @@ pub fn ironcage(mode: Mode) -> Command {
 }
 
 /// Runs `ironcage run --policy POLICY [extra] -- CMD` and parses its report.
-pub fn cage_with(mode: Mode, policy: &Path, extra: &[&str], cmd: &[&str], stdin: Option<&str>) -> Run {
+pub fn cage_with(
+    mode: Mode,
+    policy: &Path,
+    extra: &[&str],
+    cmd: &[&str],
+    stdin: Option<&str>,
+) -> Run {
     let s = Scratch::new();
     let report = s.path.join("report.json");
     let mut c = ironcage(mode);
-    c.arg("run").arg("--policy").arg(policy).arg("--report").arg(&report).args(extra).arg("--").args(cmd);
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--report")
+        .arg(&report)
+        .args(extra)
+        .arg("--")
+        .args(cmd);
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn ironcage");
     if let Some(input) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    let report = std::fs::read_to_string(&report).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into(), report }
+    let report = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        report,
+    }
 }
 
 pub fn cage(mode: Mode, policy: &Path, cmd: &[&str]) -> Run {
@@ -167,7 +228,10 @@ pub fn policy(dir: &Scratch, sections: &[&str]) -> PathBuf {
             None => doc.push((key, s.to_string())),
         }
     }
-    let text: String = doc.into_iter().map(|(_, v)| if v.ends_with('\n') { v } else { v + "\n" }).collect();
+    let text: String = doc
+        .into_iter()
+        .map(|(_, v)| if v.ends_with('\n') { v } else { v + "\n" })
+        .collect();
     let n = std::sync::atomic::AtomicUsize::new(0);
     let _ = n;
     dir.file(&format!("policy-{}.yaml", unique()), &text)
@@ -176,7 +240,11 @@ pub fn policy(dir: &Scratch, sections: &[&str]) -> PathBuf {
 pub fn unique() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The allow list of the built-in ai-strict profile, so test policies behave like it.
@@ -203,7 +271,12 @@ macro_rules! both_modes {
 pub fn host_processes_with(marker: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
