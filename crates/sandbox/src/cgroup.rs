@@ -161,11 +161,7 @@ impl Layout {
             }
             let mountpoint = PathBuf::from(unescape(fields[4]));
             match rfields[0] {
-                "cgroup2" => {
-                    if layout.v2.is_none() {
-                        layout.v2 = Some(mountpoint)
-                    }
-                }
+                "cgroup2" if layout.v2.is_none() => layout.v2 = Some(mountpoint),
                 "cgroup" => {
                     for opt in rfields[2].split(',') {
                         for c in Controller::ALL {
@@ -548,9 +544,7 @@ impl RunCgroup {
             }
             let pids = self.pids();
             for pid in &pids {
-                // SAFETY: kill(2) has no memory-safety preconditions; the pid came from our
-                // own cgroup, so at worst it has already exited.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
+                let _ = crate::sys::kill(*pid, libc::SIGKILL);
             }
             let mut all_gone = true;
             for (_, d) in &self.dirs {
@@ -633,6 +627,44 @@ pub fn block_devices(sys_block: &Path) -> Vec<String> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Root's side of rootless limits on cgroup v1: creates `<controller>/ironcage/user-<uid>`
+/// in every controller hierarchy and hands it to `uid`, who can then create run cgroups in
+/// it. On cgroup v2 the kernel also requires write access to the common ancestor of the
+/// source and destination cgroups when moving a process, so delegation there is done by
+/// systemd (`systemd-run --user --scope -p Delegate=yes`) and this returns an error saying so.
+pub fn delegate(uid: u32) -> Result<Vec<PathBuf>, CgroupError> {
+    let layout = Layout::read();
+    if !layout.is_v1() {
+        return Err(CgroupError::Unavailable(
+            "this host uses cgroup v2: start rootless runs with `systemd-run --user --scope -p Delegate=yes ironcage run ...` so they run in a cgroup delegated to the user".into(),
+        ));
+    }
+    let gid = crate::sys::getgid_of(uid);
+    let mut out = Vec::new();
+    for mnt in layout.v1.values() {
+        let dir = mnt.join("ironcage").join(format!("user-{uid}"));
+        mkdir_all(&dir)?;
+        for f in ["", "cgroup.procs", "tasks"] {
+            let p = if f.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(f)
+            };
+            if p.exists() {
+                crate::sys::lchown(&p.display().to_string(), uid, gid).map_err(|source| {
+                    CgroupError::Write {
+                        path: p.clone(),
+                        data: format!("chown {uid}:{gid}"),
+                        source,
+                    }
+                })?;
+            }
+        }
+        out.push(dir);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -792,42 +824,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// Root's side of rootless limits on cgroup v1: creates `<controller>/ironcage/user-<uid>`
-/// in every controller hierarchy and hands it to `uid`, who can then create run cgroups in
-/// it. On cgroup v2 the kernel also requires write access to the common ancestor of the
-/// source and destination cgroups when moving a process, so delegation there is done by
-/// systemd (`systemd-run --user --scope -p Delegate=yes`) and this returns an error saying so.
-pub fn delegate(uid: u32) -> Result<Vec<PathBuf>, CgroupError> {
-    let layout = Layout::read();
-    if !layout.is_v1() {
-        return Err(CgroupError::Unavailable(
-            "this host uses cgroup v2: start rootless runs with `systemd-run --user --scope -p Delegate=yes ironcage run ...` so they run in a cgroup delegated to the user".into(),
-        ));
-    }
-    let gid = crate::sys::getgid_of(uid);
-    let mut out = Vec::new();
-    for mnt in layout.v1.values() {
-        let dir = mnt.join("ironcage").join(format!("user-{uid}"));
-        mkdir_all(&dir)?;
-        for f in ["", "cgroup.procs", "tasks"] {
-            let p = if f.is_empty() {
-                dir.clone()
-            } else {
-                dir.join(f)
-            };
-            if p.exists() {
-                crate::sys::lchown(&p.display().to_string(), uid, gid).map_err(|source| {
-                    CgroupError::Write {
-                        path: p.clone(),
-                        data: format!("chown {uid}:{gid}"),
-                        source,
-                    }
-                })?;
-            }
-        }
-        out.push(dir);
-    }
-    Ok(out)
 }

@@ -5,6 +5,8 @@
 //! forking into new namespaces, where `child` builds the cage and execs the command.
 //! All `unsafe` lives in `sys`.
 
+#![deny(unsafe_code)]
+
 pub mod cgroup;
 pub mod child;
 mod landlock_apply;

@@ -50,17 +50,7 @@ fn user_namespaces() -> Result<(), String> {
 
 /// SECCOMP_GET_NOTIF_SIZES succeeds on kernels with user notification (5.0+).
 fn seccomp_user_notif() -> bool {
-    let mut sizes = [0u16; 3];
-    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into the buffer we pass.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            3, /* SECCOMP_GET_NOTIF_SIZES */
-            0,
-            sizes.as_mut_ptr(),
-        )
-    };
-    r == 0
+    sys::seccomp_user_notif_supported()
 }
 
 /// Where this user's run cgroups can go, or why nowhere.
@@ -109,12 +99,7 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
     }
 }
 
-fn writable_dir(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: c is NUL-terminated.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    sys::access_write(p)
 }
 
 /// One line of `ironcage doctor`.

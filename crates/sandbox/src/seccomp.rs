@@ -167,10 +167,9 @@ fn compile_call(call: &CallRules) -> Result<Vec<Insn>, String> {
         body.push(stmt(BPF_RET_K, rule.action.ret()));
         // Patch each jeq's false branch to land just past this rule's return.
         let len = body.len();
-        for idx in 0..len {
-            if body[idx].code == BPF_JEQ_K {
-                let dist = len - idx - 1;
-                body[idx].jf = u8::try_from(dist).map_err(|_| "rule too long".to_string())?;
+        for (idx, insn) in body.iter_mut().enumerate() {
+            if insn.code == BPF_JEQ_K {
+                insn.jf = u8::try_from(len - idx - 1).map_err(|_| "rule too long".to_string())?;
             }
         }
         out.extend(body);

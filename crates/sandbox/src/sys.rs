@@ -3,7 +3,7 @@
 //! SAFETY comment, why the call cannot violate Rust's memory rules. Policy decisions
 //! never live here.
 
-#![allow(clippy::cast_possible_truncation)]
+#![allow(unsafe_code, clippy::cast_possible_truncation)]
 
 use crate::seccomp::Insn;
 use std::ffi::{CStr, CString};
@@ -893,4 +893,18 @@ pub fn scrub_process_strings() {
             }
         }
     }
+}
+
+/// SECCOMP_GET_NOTIF_SIZES succeeds on kernels with user notification (5.0+).
+pub fn seccomp_user_notif_supported() -> bool {
+    let mut sizes = [0u16; 3];
+    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes three u16 into the buffer we pass.
+    let r = unsafe { libc::syscall(libc::SYS_seccomp, 3, 0, sizes.as_mut_ptr()) };
+    r == 0
+}
+
+pub fn access_write(p: &std::path::Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: c is NUL-terminated.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
