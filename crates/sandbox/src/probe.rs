@@ -99,6 +99,7 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
     }
 }
 
+fn writable_dir(p: &Path) -> bool {
     sys::access_write(p)
 }
 

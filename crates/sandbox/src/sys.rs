@@ -904,7 +904,9 @@ pub fn seccomp_user_notif_supported() -> bool {
 }
 
 pub fn access_write(p: &std::path::Path) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: c is NUL-terminated.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
