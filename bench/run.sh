@@ -62,8 +62,7 @@ TMP=$(mktemp -d /tmp/ironcage-bench.XXXXXX)
 # Every measured command (and its pre-flight) runs with the same small environment, so that
 # bare, bwrap and ironcage see the same inputs whatever the caller's shell exports.
 CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-           HOME=/root LANG=C.UTF-8)
-[ "$(id -u)" = 0 ] || CLEAN_ENV=(env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$HOME" LANG=C.UTF-8)
+           HOME="${HOME:-/}" LANG=C.UTF-8)
 
 # ---- command lines -------------------------------------------------------------------------
 BWRAP_BIND=(bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --ro-bind /lib /lib
@@ -92,8 +91,9 @@ hf_quote() {
 # Run once, quietly; on failure show the command and its stderr.
 preflight() {
   local err=$TMP/preflight.err
-  if "${CLEAN_ENV[@]}" "$@" >/dev/null 2>"$err"; then return 0; fi
-  local rc=$?
+  local rc=0
+  "${CLEAN_ENV[@]}" "$@" >/dev/null 2>"$err" || rc=$?
+  [ "$rc" != 0 ] || return 0
   echo "   command failed (exit $rc): $(hf_quote "$@")" >&2
   sed -n '1,8s/^/   | /p' "$err" >&2
   return 1

@@ -82,7 +82,13 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         eprintln!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
     }
     // Open the audit log before running: a run that cannot be recorded does not happen.
-    let mut audit = match &plan.audit_log {
+    let audit_path = plan.audit_log.clone().or_else(|| {
+        policy
+            .audit
+            .enabled
+            .then(|| default_audit_log(facts.is_root))
+    });
+    let mut audit = match &audit_path {
         Some(path) => Some(ironcage_audit::Log::open(path).map_err(|e| {
             fail(
                 exit_code::DENIED,
@@ -152,6 +158,21 @@ fn inherited_fd(fd: i32) -> Result<std::fs::File> {
         .write(true)
         .open(format!("/proc/self/fd/{fd}"))
         .with_context(|| format!("--report-fd {fd} is not an open descriptor"))
+}
+
+/// Where audit records go when a policy enables audit without naming a file.
+fn default_audit_log(is_root: bool) -> std::path::PathBuf {
+    if is_root {
+        return "/var/log/ironcage/audit.log".into();
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(|| "/tmp".into());
+    state.join("ironcage/audit.log")
 }
 
 fn doctor(json: bool) -> Result<i32> {
