@@ -15,7 +15,8 @@ die() { echo "bench/run.sh: $*" >&2; exit 1; }
 
 # Resolve a relative IRONCAGE against the caller's cwd before moving to the repo root.
 if [ -n "${IRONCAGE:-}" ]; then
-  IRONCAGE=$(realpath -e -- "$IRONCAGE") || die "IRONCAGE=$IRONCAGE does not exist"
+  want=$IRONCAGE
+  IRONCAGE=$(realpath -e -- "$want" 2>/dev/null) || die "IRONCAGE=$want does not exist"
   [ -x "$IRONCAGE" ] || die "IRONCAGE=$IRONCAGE is not executable"
 fi
 cd "$(dirname "$(realpath -e -- "${BASH_SOURCE[0]}")")/.."
