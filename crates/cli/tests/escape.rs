@@ -547,3 +547,137 @@ both_modes!(
         );
     }
 );
+
+fn host_net_policy(s: &Scratch, allowed_port: u16) -> std::path::PathBuf {
+    policy(s, &[&format!("network:\n  isolated: false\n  allow_outgoing: [{allowed_port}]\n  allow_incoming: []\n")])
+}
+
+both_modes!(
+    fn host_network_is_limited_to_allowed_ports(mode: Mode) {
+        let s = Scratch::new();
+        let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        other.set_nonblocking(true).unwrap();
+        let (a, o) = (
+            allowed.local_addr().unwrap().port(),
+            other.local_addr().unwrap().port(),
+        );
+        let code = format!("import socket, errno\nfor port in [{a}, {o}]:\n    try:\n        socket.create_connection(('127.0.0.1', port), timeout=3).close(); print(port, 'connected')\n    except OSError as e:\n        print(port, errno.errorcode.get(e.errno, e))\ntry:\n    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('listening')\nexcept OSError as e:\n    print('bind', errno.errorcode.get(e.errno, e))\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('udp')\nexcept OSError as e:\n    print('udp', errno.errorcode.get(e.errno, e))\n");
+        let r = py(mode, &host_net_policy(&s, a), &code);
+        let lines: Vec<String> = r.stdout.lines().map(str::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("{a} connected"),
+                format!("{o} EACCES"),
+                "bind EACCES".into(),
+                "udp EPERM".into()
+            ],
+            "{}",
+            r.show()
+        );
+        assert!(
+            allowed.accept().is_ok(),
+            "the allowed port saw no connection"
+        );
+        assert!(
+            other.accept().is_err(),
+            "the other port received a connection"
+        );
+        assert!(
+            r.denied("socket") >= 1,
+            "the UDP socket must be reported: {}",
+            r.show()
+        );
+    }
+);
+
+both_modes!(
+    fn host_abstract_sockets_and_signals_are_out_of_scope(mode: Mode) {
+        // On the host network the sandbox shares the abstract unix socket namespace (D-Bus,
+        // X11 live there); Landlock scoping must keep it out, and signals to outside processes.
+        let s = Scratch::new();
+        let name = format!("ironcage-test-{}", unique());
+        let server = std::os::unix::net::UnixListener::bind_addr(&<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let code = format!("import socket, errno\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('\\0{name}'); print('connected')\nexcept OSError as e:\n    print(errno.errorcode.get(e.errno, e))\n");
+        let r = py(mode, &host_net_policy(&s, 443), &code);
+        assert_eq!(r.stdout.trim(), "EPERM", "{}", r.show());
+        assert!(
+            server.accept().is_err(),
+            "the host's abstract socket received a connection"
+        );
+    }
+);
+
+#[test]
+fn killing_the_supervisor_leaves_nothing_behind() {
+    let s = Scratch::new();
+    let p = policy(&s, &[]);
+    let marker = format!("crash-{}", unique());
+    let mut c = ironcage(Mode::Root);
+    c.arg("run").arg("--policy").arg(&p).args([
+        "--",
+        "/bin/bash",
+        "-c",
+        &format!("(exec -a {marker} sleep 300) & exec -a {marker}-main sleep 300"),
+    ]);
+    let mut sup = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while host_processes_with(&marker).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandbox did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = sup.id();
+    let cgroups_of = |pid: u32| -> Vec<String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mem = own
+            .lines()
+            .find(|l| l.split(':').nth(1) == Some("memory"))
+            .map(|l| l.split(':').nth(2).unwrap().to_string())
+            .unwrap_or_default();
+        let dir = format!(
+            "/sys/fs/cgroup/memory{}/ironcage",
+            mem.trim_end_matches('/')
+        );
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&format!("run-{pid}-")))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        cgroups_of(pid).len(),
+        1,
+        "the run cgroup exists while running"
+    );
+    sup.kill().unwrap(); // SIGKILL: no cleanup code runs
+    sup.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !host_processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphans: {:?}",
+            host_processes_with(&marker)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The next run sweeps the dead supervisor's cgroup.
+    let r = cage(Mode::Root, &p, &["/bin/true"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(
+        cgroups_of(pid).is_empty(),
+        "stale cgroup left: {:?}",
+        cgroups_of(pid)
+    );
+}

@@ -95,21 +95,29 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     let status = io.status.as_raw_fd();
     sys::set_name(c"ironcage-init");
     sys::scrub_process_strings();
-    // If the supervisor dies, so do we, and with us the whole pid namespace.
-    if let Err(e) = sys::set_parent_death_signal(libc::SIGKILL) {
-        fail(status, "parent death signal", e);
-    }
     let mut byte = [0u8; 1];
     match sys::read(io.go.as_raw_fd(), &mut byte) {
         Ok(1) => {}
         _ => sys::exit_now(EXIT_SETUP_FAILED), // supervisor gone before setup finished
     }
-    drop(io.go);
     // Become the mapped uid/gid. Until now we carried the supervisor's host ids, which
     // are unmapped here when root started us (files we create would get EOVERFLOW).
     if let Err(e) = sys::set_ids(plan.uid, plan.gid) {
         fail(status, "set uid/gid", e);
     }
+    // If the supervisor dies, so do we, and with us the whole pid namespace. Set after the
+    // id change, which clears it. The supervisor holds the other end of `go` open until it
+    // exits, so a hang-up now means it died before we armed the signal.
+    if let Err(e) = sys::set_parent_death_signal(libc::SIGKILL) {
+        fail(status, "parent death signal", e);
+    }
+    if sys::poll(&[(io.go.as_raw_fd(), 0)], 0)
+        .map(|r| r[0] & libc::POLLHUP != 0)
+        .unwrap_or(true)
+    {
+        sys::exit_now(EXIT_SETUP_FAILED);
+    }
+    drop(io.go);
     if plan.cgroup.is_some() {
         if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
             fail(status, "cgroup namespace", e);

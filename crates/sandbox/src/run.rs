@@ -164,7 +164,7 @@ fn run_in(
         sys::write_all(go_w.as_raw_fd(), b"g").map_err(io("start sandbox"))?;
         Ok(())
     })();
-    drop(go_w);
+    // go_w stays open until we return: init watches it to learn whether we are alive.
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);
         let _ = sys::wait4(pid, 0);
