@@ -277,7 +277,7 @@ both_modes!(
 #[test]
 fn lifting_the_floor_is_loud() {
     let s = Scratch::new();
-    let p = policy(&s, &[&format!("syscalls:\n  default_deny: true\n  allow: [{STRICT_ALLOW}, ptrace]\n  unsafe_lift_floor: [ptrace]\n")]);
+    let p = policy(&s, &[&format!("syscalls:\n  default_deny: true\n  allow: [{}, ptrace]\n  unsafe_lift_floor: [ptrace]\n", strict_allow())]);
     let r = py(
         Mode::Root,
         &p,

@@ -484,7 +484,7 @@ with tempfile.TemporaryDirectory() as d:
     print("sqlite file", other.execute("select count(*), max(cast(v as integer)) from kv").fetchone())
     other.close()
     disk.close()
-    with gzip.open(os.path.join(d, "x.gz"), "wb", mtime=0) as f:
+    with gzip.GzipFile(os.path.join(d, "x.gz"), "wb", mtime=0) as f:
         f.write(data)
     with gzip.open(os.path.join(d, "x.gz"), "rb") as f:
         print("gzip", f.read() == data)
@@ -591,18 +591,19 @@ echo "mapfile ${#lines[@]}: ${lines[*]}"
 echo "command substitution: $(seq 1 100 | paste -sd+ | sed 's/+/ + /g' | wc -w) words, $(( $(seq 1 100 | paste -sd+) ))"
 outer=$(inner=$(echo abc | rev); echo "${inner^^}")
 echo "nested: $outer"
-seq 1 20 > twenty
-tee >(awk '{ s += $1 } END { print "tee sum", s }' > tee-sum) < twenty > tee-out
-wait $!
-tail -n 2 tee-out
-cat tee-sum
+# The output process substitution writes into the pipe to cat, which ends only after it.
+seq 1 20 | { tee >(awk '{ s += $1 } END { print "tee sum", s }') > tee-all; } | cat
+tail -n 2 tee-all
 { echo b; echo a; } > group.txt; sort group.txt
 ( cd /; pwd ); echo "subshell kept cwd: $([ "$PWD" = "$d" ] && echo yes)"
 coproc UPPER { tr 'a-z' 'A-Z'; }
+# bash unsets UPPER and closes its descriptors once it reaps the coprocess: keep copies.
+upper_pid=$UPPER_PID
+exec {upper_out}<&"${UPPER[0]}"
 echo "coprocess" >&"${UPPER[1]}"
 eval "exec ${UPPER[1]}>&-"
-read -r reply <&"${UPPER[0]}"
-wait "$UPPER_PID"
+read -r reply <&"$upper_out"
+wait "$upper_pid"
 echo "$reply"
 f() { local x=$1; echo $(( x * x )); }
 for i in 3 4 5; do f "$i"; done | xargs echo squares
@@ -640,6 +641,18 @@ seq 1 500 > src/sub/deeper/seq
 head -c 3000 /dev/zero | tr '\0' 'x' > src/sub/xs
 cp -r src dst
 cp -p src/a.txt copy.txt
+cp -a src archive-copy
+install -m 751 src/a.txt installed
+stat -c '%a %n' archive-copy/a.txt installed
+# /var/tmp is another file system in the sandbox: mv copies, preserving mode and ACLs.
+v=$(mktemp -d -p /var/tmp)
+trap 'rm -rf "$v"' EXIT
+cp src/a.txt moved
+chmod 640 moved
+mv moved "$v/"
+mv "$v/moved" moved
+stat -c '%a %s %n' moved
+rm -r archive-copy installed moved
 mv dst/a.txt dst/renamed.txt
 ln -s ../src/a.txt dst/link
 ln src/sub/nums hard
@@ -780,8 +793,8 @@ both_modes!(
             subjects,
             [
                 "merge feature",
-                "feature work",
                 "second commit",
+                "feature work",
                 "first commit"
             ],
             "{}",

@@ -4,13 +4,13 @@
 //! The steps, in order, and why in that order:
 //!
 //! init (pid 1, full capabilities inside its own user namespace only):
-//!  1. wait for the supervisor's "go": it has written our uid/gid maps and put us in the
-//!     run cgroup (both need our pid, which only exists after clone);
-//!  2. new cgroup namespace (now that we are in the run cgroup, it becomes our root);
-//!  3. hostname, loopback up (isolated network), no nested user namespaces;
-//!  4. mounts: make everything private, open the bind sources *before* any mount can hide
+//!  1. wait for the supervisor's "m": it has written our uid/gid maps (they need our pid,
+//!     which only exists after clone); take the mapped ids, arm the parent-death signal;
+//!  2. hostname, loopback up (isolated network), no nested user namespaces;
+//!  3. mounts: make everything private, open the bind sources *before* any mount can hide
 //!     or swap them, build the new root on a tmpfs, pivot_root into it, detach the old root,
-//!     make the root read-only;
+//!     make the root read-only (meanwhile the supervisor creates the run cgroup);
+//!  4. wait for "g": we are in the run cgroup; enter a new cgroup namespace rooted there;
 //!  5. fork the workload; then drop every capability and become a reaper that forwards
 //!     signals and reports the workload's exit status. When init exits the kernel kills
 //!     every process left in the pid namespace, double-forked daemons included.
@@ -97,7 +97,7 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     sys::scrub_process_strings();
     let mut byte = [0u8; 1];
     match sys::read(io.go.as_raw_fd(), &mut byte) {
-        Ok(1) => {}
+        Ok(1) if byte[0] == b'm' => {}
         _ => sys::exit_now(EXIT_SETUP_FAILED), // supervisor gone before setup finished
     }
     // Become the mapped uid/gid. Until now we carried the supervisor's host ids, which
@@ -117,12 +117,6 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     {
         sys::exit_now(EXIT_SETUP_FAILED);
     }
-    drop(io.go);
-    if plan.cgroup.is_some() {
-        if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
-            fail(status, "cgroup namespace", e);
-        }
-    }
     if let Err(e) = sys::sethostname(&plan.hostname) {
         fail(status, "hostname", e);
     }
@@ -136,6 +130,17 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
 
     if let Err((step, e)) = build_root(plan, io.detached) {
         fail(status, &step, e);
+    }
+    // Wait until the supervisor has put us in the run cgroup.
+    match sys::read(io.go.as_raw_fd(), &mut byte) {
+        Ok(1) if byte[0] == b'g' => {}
+        _ => sys::exit_now(EXIT_SETUP_FAILED),
+    }
+    drop(io.go);
+    if plan.cgroup.is_some() {
+        if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+            fail(status, "cgroup namespace", e);
+        }
     }
 
     // Signals init forwards, plus SIGCHLD; blocked here, waited for synchronously below.

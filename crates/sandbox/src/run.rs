@@ -54,36 +54,38 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
         .unwrap_or(0);
 
     prepare_output_dirs(plan, ctx.is_root)?;
-
-    let mut cg = match (&plan.cgroup, ctx.cgroup_parent) {
-        (Some(limits), Some(parent)) => {
-            cgroup::sweep_stale(parent);
-            let name = format!(
-                "run-{}-{}",
-                sys::getpid(),
-                RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            );
-            Some(RunCgroup::create(
-                parent,
-                &name,
-                limits,
-                ctx.block_devices,
-                ctx.is_root,
-            )?)
-        }
-        _ => None,
-    };
-    let result = run_in(plan, ctx, cg.as_ref(), started, started_at);
+    let mut cg = None;
+    let result = run_in(plan, ctx, &mut cg, started, started_at);
     if let Some(cg) = cg.as_mut() {
         cg.remove();
     }
     result
 }
 
+fn create_cgroup(plan: &Plan, ctx: &Context<'_>) -> Result<Option<RunCgroup>, RunError> {
+    match (&plan.cgroup, ctx.cgroup_parent) {
+        (Some(limits), Some(parent)) => {
+            let name = format!(
+                "run-{}-{}",
+                sys::getpid(),
+                RUN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            Ok(Some(RunCgroup::create(
+                parent,
+                &name,
+                limits,
+                ctx.block_devices,
+                ctx.is_root,
+            )?))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn run_in(
     plan: &Plan,
     ctx: &Context<'_>,
-    cg: Option<&RunCgroup>,
+    cg_slot: &mut Option<RunCgroup>,
     started: Instant,
     started_at: u128,
 ) -> Result<RunReport, RunError> {
@@ -147,6 +149,14 @@ fn run_in(
     };
     drop((go_r, st_w, nt_child, detached));
 
+    // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
+    // id maps are written (the child may now create files and mount), "g" once it is in the
+    // run cgroup (it may now enter a cgroup namespace and start the workload).
+    let sweeper = ctx
+        .cgroup_parent
+        .filter(|_| plan.cgroup.is_some())
+        .cloned()
+        .map(|parent| std::thread::spawn(move || cgroup::sweep_stale(&parent)));
     let setup = (|| -> Result<(), RunError> {
         sys::write_proc(pid, "setgroups", "deny").map_err(io("write setgroups"))?;
         let (outside_uid, outside_gid) = if ctx.is_root {
@@ -158,12 +168,15 @@ fn run_in(
             .map_err(io("write uid_map"))?;
         sys::write_proc(pid, "gid_map", &format!("{} {outside_gid} 1", plan.gid))
             .map_err(io("write gid_map"))?;
-        if let Some(cg) = cg {
+        sys::write_all(go_w.as_raw_fd(), b"m").map_err(io("start sandbox"))?;
+        *cg_slot = create_cgroup(plan, ctx)?;
+        if let Some(cg) = cg_slot.as_ref() {
             cg.add(pid)?;
         }
         sys::write_all(go_w.as_raw_fd(), b"g").map_err(io("start sandbox"))?;
         Ok(())
     })();
+    let cg = cg_slot.as_ref();
     // go_w stays open until we return: init watches it to learn whether we are alive.
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);
@@ -252,6 +265,9 @@ fn run_in(
         }
     }
     if let Some(h) = notifier {
+        let _ = h.join();
+    }
+    if let Some(h) = sweeper {
         let _ = h.join();
     }
     let wall = started.elapsed();

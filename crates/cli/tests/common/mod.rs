@@ -33,7 +33,7 @@ pub fn test_user() -> &'static (String, u32, u32) {
 }
 
 fn assert_root() {
-    // SAFETY-free check: /proc/self/status names our effective uid.
+    // /proc/self/status names our effective uid.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let euid = status
         .lines()
@@ -217,7 +217,7 @@ pub fn policy(dir: &Scratch, sections: &[&str]) -> PathBuf {
     let mut doc: Vec<(String, String)> = vec![
         ("name".into(), "name: test\n".into()),
         ("filesystem".into(), "filesystem:\n  immutable_paths:\n    - { host_path: /usr, sandbox_path: /usr }\n    - { host_path: /bin, sandbox_path: /bin }\n    - { host_path: /lib, sandbox_path: /lib }\n    - { host_path: /lib64, sandbox_path: /lib64, optional: true }\n    - { host_path: /etc/alternatives, sandbox_path: /etc/alternatives, optional: true }\n  scratch_paths: [/tmp]\n  working_dir: /tmp\n".into()),
-        ("syscalls".into(), format!("syscalls:\n  default_deny: true\n  allow: [{}]\n", STRICT_ALLOW)),
+        ("syscalls".into(), format!("syscalls:\n  default_deny: true\n  allow: [{}]\n", strict_allow())),
         ("resources".into(), "resources:\n  memory_limit_bytes: 512M\n  pids_limit: 64\n  session_timeout_seconds: 60\n".into()),
         ("network".into(), "network:\n  isolated: true\n".into()),
     ];
@@ -232,8 +232,6 @@ pub fn policy(dir: &Scratch, sections: &[&str]) -> PathBuf {
         .into_iter()
         .map(|(_, v)| if v.ends_with('\n') { v } else { v + "\n" })
         .collect();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    let _ = n;
     dir.file(&format!("policy-{}.yaml", unique()), &text)
 }
 
@@ -248,7 +246,22 @@ pub fn unique() -> String {
 }
 
 /// The allow list of the built-in ai-strict profile, so test policies behave like it.
-pub const STRICT_ALLOW: &str = "open, openat, openat2, creat, close_range, mkdir, mkdirat, rmdir, unlink, unlinkat, rename, renameat, renameat2, link, linkat, symlink, symlinkat, chmod, fchmod, fchmodat, fchown, fchownat, truncate, ftruncate, fallocate, fsync, fdatasync, utimensat, chdir, fchdir, umask, statfs, fstatfs, flock, fadvise64, sendfile, copy_file_range, getxattr, lgetxattr, fgetxattr, listxattr, llistxattr, memfd_create, preadv, pwritev, execve, execveat, clone, clone3, fork, vfork, wait4, waitid, kill, tgkill, setpgid, setsid, getpriority, sched_getparam, sched_getscheduler, prctl, capget, setrlimit, pipe, pipe2, eventfd2, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, timerfd_create, timerfd_settime, setitimer, alarm, socket, socketpair, connect, accept, accept4, bind, listen, sendto, recvfrom, sendmsg, recvmsg, shutdown, getsockname, getpeername, setsockopt, getsockopt";
+pub fn strict_allow() -> String {
+    let text = include_str!("../../../policy/profiles/ai-strict.yaml");
+    let start = text
+        .find("  allow: [")
+        .expect("ai-strict has an allow list")
+        + "  allow: [".len();
+    let end = start + text[start..].find(']').unwrap();
+    text[start..end]
+        .lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches(',')
+        .to_string()
+}
 
 /// Both modes for one test body: generates `NAME::as_root` and `NAME::as_user`.
 #[macro_export]
