@@ -69,6 +69,48 @@ pub const BUILT_INS: &[(&str, &str)] = &[
     ("ai-dev-safe", include_str!("../profiles/ai-dev-safe.yaml")),
 ];
 
+/// The same profiles as JSON, transcoded by build.rs (fast to load on every run).
+const BUILT_INS_JSON: &[(&str, &str)] = &[
+    (
+        "ai-strict",
+        include_str!(concat!(env!("OUT_DIR"), "/ai-strict.json")),
+    ),
+    (
+        "ai-dev-safe",
+        include_str!(concat!(env!("OUT_DIR"), "/ai-dev-safe.json")),
+    ),
+];
+
+/// Loads a built-in profile from its pre-transcoded JSON, validated like any policy.
+fn load_built_in(name: &'static str) -> Result<Policy, PolicyError> {
+    let origin = Origin::BuiltIn(name);
+    let json = BUILT_INS_JSON
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, j)| *j);
+    let yaml = BUILT_INS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, y)| *y)
+        .unwrap_or_default();
+    match json.map(serde_json::from_str::<Policy>) {
+        Some(Ok(policy)) => {
+            validate(&policy, yaml).map_err(|(field, needle, message)| {
+                let (line, column) = locate(yaml, field, needle.as_deref());
+                PolicyError::Invalid {
+                    origin: origin.to_string(),
+                    line,
+                    column,
+                    message: format!("{field}: {message}"),
+                }
+            })?;
+            Ok(policy)
+        }
+        // Only reachable if the two encodings disagree; the YAML path reports locations.
+        _ => parse(yaml, &origin),
+    }
+}
+
 /// Parses and validates policy text. `origin` is used in error messages.
 pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
     let at = |line: usize, column: usize, message: String| PolicyError::Invalid {
@@ -126,11 +168,10 @@ pub fn search_dirs() -> Vec<PathBuf> {
 /// Finds a profile by name: built-ins first (so `ai-strict` always means the shipped
 /// profile), then `./policies/`, the user's config dir, and `/etc/ironcage/policies`.
 pub fn find_profile(name: &str) -> Result<Loaded, PolicyError> {
-    if let Some((n, text)) = BUILT_INS.iter().find(|(n, _)| *n == name) {
-        let origin = Origin::BuiltIn(n);
+    if let Some((n, _)) = BUILT_INS.iter().find(|(n, _)| *n == name) {
         return Ok(Loaded {
-            policy: parse(text, &origin)?,
-            origin,
+            policy: load_built_in(n)?,
+            origin: Origin::BuiltIn(n),
         });
     }
     let valid_name = !name.is_empty() && !name.contains('/') && !name.starts_with('.');

@@ -33,10 +33,15 @@ fn seed_custom_policy_loads_unchanged() {
 }
 
 #[test]
-fn built_ins_parse() {
+fn built_ins_parse_and_json_matches_yaml() {
     for (name, text) in BUILT_INS {
         let p = parse(text, &Origin::BuiltIn(name)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&p.name, name);
+        assert_eq!(
+            load_built_in(name).unwrap(),
+            p,
+            "the JSON fast path must load the same policy"
+        );
     }
 }
 

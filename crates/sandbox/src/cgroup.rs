@@ -536,6 +536,15 @@ impl RunCgroup {
     /// Kills everything left and removes the directories. Never fails: cleanup is best
     /// done as far as possible, and leftovers are swept by `sweep_stale` on the next run.
     pub fn remove(&mut self) {
+        // Usually everything is already dead (the pid namespace went with init): try the
+        // plain rmdir first, and only then kill stragglers and retry.
+        if self
+            .dirs
+            .iter()
+            .all(|(_, d)| fs::remove_dir(d).is_ok() || !d.exists())
+        {
+            return;
+        }
         for attempt in 0..50 {
             if self.version == 2 {
                 if let Some((_, d)) = self.dirs.first() {
@@ -613,20 +622,35 @@ pub fn sweep_stale(parent: &Parent) {
     }
 }
 
-/// Block devices as "major:minor", for the blkio/io limits (whole disks, not partitions).
-pub fn block_devices(sys_block: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(sys_block)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with("ram"))
-                .filter_map(|e| fs::read_to_string(e.path().join("dev")).ok())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+/// Block devices as "major:minor", for the blkio/io limits: whole disks from
+/// /proc/partitions (one read, where /sys/block costs one per device), without partitions
+/// (throttling applies to whole disks) and without loop, ram and zram devices, whose I/O
+/// is memory or is issued by the kernel on behalf of a backing file on a real disk.
+pub fn block_devices(partitions: &str) -> Vec<String> {
+    let mut disks: Vec<(String, String)> = Vec::new();
+    for line in partitions.lines().skip(2) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [major, minor, _, name] = f[..] else {
+            continue;
+        };
+        let is_partition = disks.iter().any(|(disk, _)| {
+            let rest = name.strip_prefix(disk.as_str()).unwrap_or("");
+            let rest = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+                rest.strip_prefix('p').unwrap_or("")
+            } else {
+                rest
+            };
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
+        });
+        if !is_partition {
+            disks.push((name.to_string(), format!("{major}:{minor}")));
+        }
+    }
+    disks
+        .into_iter()
+        .filter(|(n, _)| !["loop", "ram", "zram"].iter().any(|p| n.starts_with(p)))
+        .map(|(_, d)| d)
+        .collect()
 }
 
 /// Root's side of rootless limits on cgroup v1: creates `<controller>/ironcage/user-<uid>`
@@ -805,6 +829,12 @@ mod tests {
         assert_eq!(r("ironcage/run-1-2/memory.max"), "16777216");
         assert_eq!(r("ironcage/run-1-2/cpu.max"), "200000 100000");
         assert_eq!(r("ironcage/run-1-2/io.max"), "259:0 rbps=1000 wbps=1000");
+    }
+
+    #[test]
+    fn block_devices_are_whole_real_disks() {
+        let text = "major minor  #blocks  name\n\n   7        0      1 loop0\n   7       10      1 loop10\n 254        0  1000 vda\n 254        1   900 vda1\n 259        0  1000 nvme0n1\n 259        1   500 nvme0n1p1\n 252        0   100 zram0\n   8       16   100 sdb\n   8       17   100 sdb1\n";
+        assert_eq!(block_devices(text), vec!["254:0", "259:0", "8:16"]);
     }
 
     #[test]

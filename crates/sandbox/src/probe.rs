@@ -12,15 +12,18 @@ pub fn host_facts() -> HostFacts {
     let uid = sys::getuid();
     let is_root = sys::geteuid() == 0;
     let layout = Layout::read();
+    let landlock_abi = sys::landlock_abi();
     HostFacts {
         uid,
         gid: sys::getgid(),
         is_root,
         user_namespaces: user_namespaces(),
-        landlock_abi: sys::landlock_abi(),
-        seccomp_user_notif: seccomp_user_notif(),
+        landlock_abi,
+        seccomp_user_notif: seccomp_user_notif(landlock_abi),
         cgroup: cgroup_parent(&layout, is_root, uid),
-        block_devices: cgroup::block_devices(Path::new("/sys/block")),
+        block_devices: cgroup::block_devices(
+            &fs::read_to_string("/proc/partitions").unwrap_or_default(),
+        ),
         nofile_hard: sys::getrlimit(libc::RLIMIT_NOFILE)
             .map(|(_, h)| h)
             .unwrap_or(1024),
@@ -49,8 +52,9 @@ fn user_namespaces() -> Result<(), String> {
 }
 
 /// SECCOMP_GET_NOTIF_SIZES succeeds on kernels with user notification (5.0+).
-fn seccomp_user_notif() -> bool {
-    sys::seccomp_user_notif_supported()
+fn seccomp_user_notif(landlock_abi: i32) -> bool {
+    // Landlock arrived in 5.13, user notification in 5.0: skip the probe when we can.
+    landlock_abi >= 1 || sys::seccomp_user_notif_supported()
 }
 
 /// Where this user's run cgroups can go, or why nowhere.

@@ -59,6 +59,11 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     if let Some(cg) = cg.as_mut() {
         cg.remove();
     }
+    // Cgroups of supervisors that were killed before they could clean up (SIGKILL): swept
+    // after our own run, so it costs the sandboxed command nothing.
+    if let (Some(parent), true) = (ctx.cgroup_parent, plan.cgroup.is_some()) {
+        cgroup::sweep_stale(parent);
+    }
     result
 }
 
@@ -124,14 +129,11 @@ fn run_in(
     let old_mask = sys::set_sigmask(&set).map_err(io("block signals"))?;
     let sigfd = sys::signalfd(&set).map_err(io("signalfd"))?;
 
-    let mut flags = libc::CLONE_NEWUSER
+    let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC;
-    if plan.net_isolated {
-        flags |= libc::CLONE_NEWNET;
-    }
     let pid = match sys::clone_fork(flags).map_err(io("clone into new namespaces"))? {
         None => {
             drop((go_w, st_r, nt_parent, sigfd));
@@ -152,11 +154,6 @@ fn run_in(
     // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
     // id maps are written (the child may now create files and mount), "g" once it is in the
     // run cgroup (it may now enter a cgroup namespace and start the workload).
-    let sweeper = ctx
-        .cgroup_parent
-        .filter(|_| plan.cgroup.is_some())
-        .cloned()
-        .map(|parent| std::thread::spawn(move || cgroup::sweep_stale(&parent)));
     let setup = (|| -> Result<(), RunError> {
         sys::write_proc(pid, "setgroups", "deny").map_err(io("write setgroups"))?;
         let (outside_uid, outside_gid) = if ctx.is_root {
@@ -265,9 +262,6 @@ fn run_in(
         }
     }
     if let Some(h) = notifier {
-        let _ = h.join();
-    }
-    if let Some(h) = sweeper {
         let _ = h.join();
     }
     let wall = started.elapsed();
