@@ -353,6 +353,21 @@ both_modes!(
             listener.accept().is_err(),
             "the host listener received a connection"
         );
+        // Reaching out is a violation the report names (loopback inside is the sandbox's own).
+        let r = py(mode, &policy(&s, &[]), "import socket, errno\ntry:\n    socket.create_connection(('192.0.2.1', 443), timeout=3)\nexcept OSError as e:\n    print(errno.errorcode.get(e.errno, e))\n");
+        assert_eq!(r.stdout.trim(), "ENETUNREACH", "{}", r.show());
+        let v = &r.report["violations"];
+        assert_eq!(v.as_array().map(|a| a.len()), Some(1), "{}", r.show());
+        assert_eq!(
+            (
+                v[0]["kind"].as_str(),
+                v[0]["address"].as_str(),
+                v[0]["port"].as_u64()
+            ),
+            (Some("network"), Some("192.0.2.1"), Some(443)),
+            "{}",
+            r.show()
+        );
     }
 );
 
@@ -562,7 +577,11 @@ both_modes!(
             allowed.local_addr().unwrap().port(),
             other.local_addr().unwrap().port(),
         );
-        let code = format!("import socket, errno\nfor port in [{a}, {o}]:\n    try:\n        socket.create_connection(('127.0.0.1', port), timeout=3).close(); print(port, 'connected')\n    except OSError as e:\n        print(port, errno.errorcode.get(e.errno, e))\ntry:\n    s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print('listening')\nexcept OSError as e:\n    print('bind', errno.errorcode.get(e.errno, e))\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('udp')\nexcept OSError as e:\n    print('udp', errno.errorcode.get(e.errno, e))\n");
+        let free = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let code = format!("import socket, errno\nfor port in [{a}, {o}]:\n    try:\n        socket.create_connection(('127.0.0.1', port), timeout=3).close(); print(port, 'connected')\n    except OSError as e:\n        print(port, errno.errorcode.get(e.errno, e))\ntry:\n    s = socket.socket(); s.bind(('127.0.0.1', {free})); s.listen(); print('listening')\nexcept OSError as e:\n    print('bind', errno.errorcode.get(e.errno, e))\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('udp')\nexcept OSError as e:\n    print('udp', errno.errorcode.get(e.errno, e))\n");
         let r = py(mode, &host_net_policy(&s, a), &code);
         let lines: Vec<String> = r.stdout.lines().map(str::to_string).collect();
         assert_eq!(
@@ -587,6 +606,36 @@ both_modes!(
         assert!(
             r.denied("socket") >= 1,
             "the UDP socket must be reported: {}",
+            r.show()
+        );
+        let net: Vec<(String, u64, String)> = r.report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "network")
+            .map(|v| {
+                (
+                    v["syscall"].as_str().unwrap().to_string(),
+                    v["port"].as_u64().unwrap(),
+                    v["reason"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            net,
+            vec![
+                (
+                    "bind".to_string(),
+                    free as u64,
+                    "port not in network.allow_incoming".to_string()
+                ),
+                (
+                    "connect".to_string(),
+                    o as u64,
+                    "port not in network.allow_outgoing".to_string()
+                )
+            ],
+            "{}",
             r.show()
         );
     }

@@ -106,6 +106,9 @@ pub struct Plan {
     pub mounts: Vec<MountStep>,
     pub working_dir: PathBuf,
     pub net_isolated: bool,
+    /// TCP ports the policy allows to connect to / bind (for judging attempts in reports).
+    pub allow_outgoing: Vec<u16>,
+    pub allow_incoming: Vec<u16>,
     pub rlimits: Vec<(Rlimit, u64)>,
     pub keep_caps: Vec<u8>,
     pub seccomp: FilterSpec,
@@ -482,6 +485,8 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         mounts,
         working_dir,
         net_isolated: net.isolated,
+        allow_outgoing: net.allow_outgoing.iter().map(|p| p.0).collect(),
+        allow_incoming: net.allow_incoming.iter().map(|p| p.0).collect(),
         rlimits,
         keep_caps,
         seccomp,
@@ -673,11 +678,36 @@ pub fn seccomp_spec(
             },
         );
     }
+    // Network calls the policy allows are still shown to the supervisor, which records
+    // attempts the network rules refuse (a connect out of an isolated sandbox, a port not
+    // in allow_outgoing / allow_incoming). Landlock and the network namespace enforce.
+    if reports {
+        let inspected: &[&str] = if policy.network.isolated {
+            &["connect"]
+        } else {
+            &["connect", "bind"]
+        };
+        for name in inspected {
+            let n = nr(name);
+            if passes(&calls, n) {
+                calls.insert(n, CallRules::always(Action::Inspect));
+            }
+        }
+    }
     FilterSpec {
         calls,
         default,
         handshake: Some((nr("sendmsg"), handshake_fd)),
     }
+}
+
+/// Syscall numbers the supervisor inspects and lets proceed.
+pub fn inspected(spec: &FilterSpec) -> Vec<u32> {
+    spec.calls
+        .iter()
+        .filter(|(_, c)| c.rules.is_empty() && c.otherwise == Action::Inspect)
+        .map(|(nr, _)| *nr)
+        .collect()
 }
 
 #[cfg(test)]

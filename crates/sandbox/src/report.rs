@@ -64,6 +64,15 @@ pub enum Violation {
         count: u64,
         floor: bool,
     },
+    /// A connect or bind the network rules refuse (it failed: network namespace or
+    /// Landlock). Observed by inspecting the call's arguments before it ran.
+    Network {
+        syscall: String,
+        address: String,
+        port: u16,
+        count: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -182,13 +182,20 @@ fn run_in(
         return Err(e);
     }
 
-    // Seccomp notifications: deny with EPERM and count by syscall number.
-    let counts: Arc<Mutex<BTreeMap<i32, u64>>> = Arc::default();
+    // Seccomp notifications: denied calls fail with EPERM and are counted; network calls
+    // are inspected for the report.
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let rules = NetRules {
+        inspected: crate::plan::inspected(&plan.seccomp),
+        isolated: plan.net_isolated,
+        outgoing: plan.allow_outgoing.clone(),
+        incoming: plan.allow_incoming.clone(),
+    };
     let notifier = {
-        let counts = Arc::clone(&counts);
+        let seen = Arc::clone(&seen);
         std::thread::Builder::new()
             .name("seccomp-notify".into())
-            .spawn(move || serve_notifications(nt_parent, counts))
+            .spawn(move || serve_notifications(nt_parent, seen, rules))
             .ok()
     };
 
@@ -271,8 +278,12 @@ fn run_in(
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let counts = counts.lock().map(|c| c.clone()).unwrap_or_default();
-    let violations: Vec<Violation> = counts
+    let seen = seen
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    let counts = seen.denied;
+    let mut violations: Vec<Violation> = counts
         .iter()
         .map(|(nr, count)| {
             let name = ironcage_policy::syscalls::name_of(*nr as u32)
@@ -288,6 +299,19 @@ fn run_in(
             }
         })
         .collect();
+    violations.extend(
+        seen.network
+            .into_iter()
+            .map(
+                |((syscall, address, port, reason), count)| Violation::Network {
+                    syscall,
+                    address,
+                    port,
+                    count,
+                    reason,
+                },
+            ),
+    );
 
     let mut error = None;
     let (mut outcome, mut exit_code_v, mut signal) = (Outcome::SetupFailed, None, None);
@@ -412,9 +436,29 @@ fn source_of(m: &MountStep) -> &Path {
     }
 }
 
-/// Receives the listener from the workload, then answers every notification with EPERM and
-/// counts it. Ends when every process that could notify is gone.
-fn serve_notifications(sock: OwnedFd, counts: Arc<Mutex<BTreeMap<i32, u64>>>) {
+/// What the notification server saw.
+#[derive(Default)]
+struct Seen {
+    /// Denied calls by number.
+    denied: BTreeMap<i32, u64>,
+    /// Refused network attempts: (syscall, address, port, reason) -> count.
+    network: BTreeMap<(String, String, u16, String), u64>,
+}
+
+/// The network rules, as the notification server needs them to judge an attempt.
+#[derive(Clone)]
+struct NetRules {
+    inspected: Vec<u32>,
+    isolated: bool,
+    outgoing: Vec<u16>,
+    incoming: Vec<u16>,
+}
+
+/// Receives the listener from the workload, then answers every notification: denied calls
+/// fail with EPERM and are counted; inspected calls (connect, bind) are looked at and let
+/// through, and recorded when the network rules refuse them. Ends when every process that
+/// could notify is gone.
+fn serve_notifications(sock: OwnedFd, seen: Arc<Mutex<Seen>>, rules: NetRules) {
     let Ok(Some(listener)) = sys::recv_fd(sock.as_raw_fd()) else {
         return;
     };
@@ -433,10 +477,73 @@ fn serve_notifications(sock: OwnedFd, counts: Arc<Mutex<BTreeMap<i32, u64>>>) {
             // ENOENT: the caller died before we read it. Anything else: keep serving.
             Err(_) => continue,
         };
-        if let Ok(mut c) = counts.lock() {
-            *c.entry(n.nr).or_insert(0) += 1;
+        if n.nr >= 0 && rules.inspected.contains(&(n.nr as u32)) {
+            if let Some((syscall, address, port, reason)) = judge_network(&n, &rules) {
+                if let Ok(mut s) = seen.lock() {
+                    *s.network
+                        .entry((syscall, address, port, reason))
+                        .or_insert(0) += 1;
+                }
+            }
+            let _ = sys::notif_continue(fd, n.id);
+            continue;
+        }
+        if let Ok(mut s) = seen.lock() {
+            *s.denied.entry(n.nr).or_insert(0) += 1;
         }
         let _ = sys::notif_fail(fd, n.id, libc::EPERM);
+    }
+}
+
+/// Reads the sockaddr of a connect/bind and says why the network rules refuse it, if they
+/// do. The read races with the caller (it could change the memory afterwards), so this is
+/// an observation for the report, never a decision: the kernel enforces independently.
+fn judge_network(n: &sys::Notification, rules: &NetRules) -> Option<(String, String, u16, String)> {
+    let syscall = ironcage_policy::syscalls::name_of(n.nr as u32)?.to_string();
+    let len = (n.args[2] as usize).min(128);
+    let mut buf = [0u8; 128];
+    let got = sys::read_process_memory(n.pid as i32, n.args[1], &mut buf[..len]).ok()?;
+    let (ip, port) = parse_sockaddr(&buf[..got])?;
+    let is_bind = syscall == "bind";
+    let reason = if rules.isolated {
+        if ip.is_loopback() || ip.is_unspecified() {
+            return None;
+        }
+        "network is isolated (loopback only)".to_string()
+    } else if is_bind {
+        if rules.incoming.contains(&port) {
+            return None;
+        }
+        "port not in network.allow_incoming".to_string()
+    } else {
+        if rules.outgoing.contains(&port) {
+            return None;
+        }
+        "port not in network.allow_outgoing".to_string()
+    };
+    Some((syscall, ip.to_string(), port, reason))
+}
+
+/// AF_INET / AF_INET6 socket addresses; anything else (unix sockets) is not judged.
+fn parse_sockaddr(b: &[u8]) -> Option<(std::net::IpAddr, u16)> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    match family as i32 {
+        libc::AF_INET => {
+            let o: [u8; 4] = b.get(4..8)?.try_into().ok()?;
+            Some((std::net::IpAddr::from(o), port))
+        }
+        libc::AF_INET6 => {
+            let o: [u8; 16] = b.get(8..24)?.try_into().ok()?;
+            let v6 = std::net::Ipv6Addr::from(o);
+            Some((
+                v6.to_ipv4_mapped()
+                    .map(std::net::IpAddr::V4)
+                    .unwrap_or(std::net::IpAddr::V6(v6)),
+                port,
+            ))
+        }
+        _ => None,
     }
 }
 

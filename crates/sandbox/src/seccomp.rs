@@ -60,6 +60,9 @@ pub enum Action {
     Allow,
     /// Fail with EPERM and tell the supervisor which call it was (user notification).
     Report,
+    /// Let the supervisor look at the arguments, then proceed (user notification answered
+    /// with CONTINUE). For reporting only: enforcement lies elsewhere (Landlock, netns).
+    Inspect,
     /// Fail with this errno, silently (expected behaviour, not a violation).
     Errno(u16),
     Kill,
@@ -69,7 +72,7 @@ impl Action {
     fn ret(self) -> u32 {
         match self {
             Action::Allow => RET_ALLOW,
-            Action::Report => RET_USER_NOTIF,
+            Action::Report | Action::Inspect => RET_USER_NOTIF,
             Action::Errno(e) => RET_ERRNO | e as u32,
             Action::Kill => RET_KILL_PROCESS,
         }

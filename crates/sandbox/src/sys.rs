@@ -955,3 +955,37 @@ pub fn close(fd: RawFd) {
     // SAFETY: closing a descriptor number has no memory-safety preconditions.
     unsafe { libc::close(fd) };
 }
+
+/// Lets a notified call proceed unchanged (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Only for
+/// calls we inspect to report on; enforcement never depends on what we read.
+pub fn notif_continue(fd: RawFd, id: u64) -> io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: 1,
+    };
+    // SAFETY: resp is a valid seccomp_notif_resp.
+    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &resp) })?;
+    Ok(())
+}
+
+/// Reads up to `buf.len()` bytes at `addr` in process `pid` (process_vm_readv).
+pub fn read_process_memory(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes our writable buffer; the kernel validates the remote range
+    // and only copies into `buf`.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

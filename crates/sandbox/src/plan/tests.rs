@@ -331,3 +331,24 @@ fn landlock_rules_follow_the_mounts() {
     );
     assert!(ll.scope);
 }
+
+#[test]
+fn allowed_network_calls_are_inspected_not_denied() {
+    let isolated = policy("name: x\nsyscalls:\n  default_deny: true\n  allow: [connect, bind]\n");
+    let spec = seccomp_spec(&isolated, false, 1024, true);
+    assert_eq!(
+        inspected(&spec),
+        vec![syscalls::number("connect").unwrap()],
+        "bind is free inside a private netns"
+    );
+    let host = policy("name: x\nsyscalls:\n  default_deny: true\n  allow: [connect, bind]\nnetwork:\n  isolated: false\n  allow_outgoing: [443]\n");
+    let spec = seccomp_spec(&host, true, 1024, true);
+    assert_eq!(inspected(&spec).len(), 2);
+    let denied = policy("name: x\nsyscalls:\n  default_deny: true\n  allow: [read]\n");
+    let spec = seccomp_spec(&denied, false, 1024, true);
+    assert!(
+        inspected(&spec).is_empty(),
+        "a denied connect is reported as a denial, not inspected"
+    );
+    assert_eq!(decide(&spec, "connect", [0; 6]), RET_USER_NOTIF);
+}
