@@ -274,6 +274,26 @@ both_modes!(
             );
         }
         assert!(!Path::new("/usr/bin/ironcage-pwned").exists());
+        // Each attempt is named in the report.
+        let mut paths: Vec<&str> = r.report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "path")
+            .map(|v| v["path"].as_str().unwrap())
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "/etc/passwd",
+                "/newdir",
+                "/usr/bin/ironcage-pwned",
+                "/usr/lib/os.py"
+            ],
+            "{}",
+            r.show()
+        );
     }
 );
 

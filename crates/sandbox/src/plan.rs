@@ -109,6 +109,8 @@ pub struct Plan {
     /// TCP ports the policy allows to connect to / bind (for judging attempts in reports).
     pub allow_outgoing: Vec<u16>,
     pub allow_incoming: Vec<u16>,
+    /// Sandbox paths that may be written (scratch and output), for judging write attempts.
+    pub writable: Vec<PathBuf>,
     pub rlimits: Vec<(Rlimit, u64)>,
     pub keep_caps: Vec<u8>,
     pub seccomp: FilterSpec,
@@ -173,6 +175,11 @@ const AF_INET6: u32 = 10;
 const AF_VSOCK: u32 = 40;
 const SOCK_DGRAM: u32 = 2;
 const ENOSYS: u16 = 38;
+const O_ACCMODE: u32 = 0o3;
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
 
 pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Plan, PlanError> {
     if req.argv.is_empty() {
@@ -476,6 +483,15 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         return Err(PlanError::Refused(unenforced));
     }
 
+    let writable = mounts
+        .iter()
+        .filter_map(|m| match m {
+            MountStep::Scratch { target, .. } | MountStep::BindWritable { target, .. } => {
+                Some(target.clone())
+            }
+            _ => None,
+        })
+        .collect();
     Ok(Plan {
         argv: req.argv.clone(),
         env: env.into_iter().collect(),
@@ -487,6 +503,7 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         net_isolated: net.isolated,
         allow_outgoing: net.allow_outgoing.iter().map(|p| p.0).collect(),
         allow_incoming: net.allow_incoming.iter().map(|p| p.0).collect(),
+        writable,
         rlimits,
         keep_caps,
         seccomp,
@@ -693,6 +710,43 @@ pub fn seccomp_spec(
                 calls.insert(n, CallRules::always(Action::Inspect));
             }
         }
+        // Opens that may write, and mkdir: the supervisor reports those aimed outside every
+        // writable path (the kernel then fails them with EROFS or EACCES). Read-only opens,
+        // the vast majority, never leave the kernel.
+        for (name, flags_arg) in [("open", 1u8), ("openat", 2u8)] {
+            let n = nr(name);
+            if passes(&calls, n) {
+                let rules = [
+                    (O_ACCMODE, O_WRONLY),
+                    (O_ACCMODE, O_RDWR),
+                    (O_CREAT, O_CREAT),
+                    (O_TRUNC, O_TRUNC),
+                ]
+                .into_iter()
+                .map(|(mask, value)| Rule {
+                    all: vec![ArgEq {
+                        arg: flags_arg,
+                        mask,
+                        value,
+                    }],
+                    action: Action::Inspect,
+                })
+                .collect();
+                calls.insert(
+                    n,
+                    CallRules {
+                        rules,
+                        otherwise: Action::Allow,
+                    },
+                );
+            }
+        }
+        for name in ["creat", "mkdir", "mkdirat"] {
+            let n = nr(name);
+            if passes(&calls, n) {
+                calls.insert(n, CallRules::always(Action::Inspect));
+            }
+        }
     }
     FilterSpec {
         calls,
@@ -705,7 +759,18 @@ pub fn seccomp_spec(
 pub fn inspected(spec: &FilterSpec) -> Vec<u32> {
     spec.calls
         .iter()
-        .filter(|(_, c)| c.rules.is_empty() && c.otherwise == Action::Inspect)
+        .filter(|(_, c)| {
+            let actions: Vec<Action> = c
+                .rules
+                .iter()
+                .map(|r| r.action)
+                .chain([c.otherwise])
+                .collect();
+            actions.contains(&Action::Inspect)
+                && actions
+                    .iter()
+                    .all(|a| matches!(a, Action::Allow | Action::Inspect))
+        })
         .map(|(nr, _)| *nr)
         .collect()
 }

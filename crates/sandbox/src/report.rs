@@ -64,6 +64,14 @@ pub enum Violation {
         count: u64,
         floor: bool,
     },
+    /// A write (open for writing, creat, mkdir) aimed outside every scratch and output path;
+    /// the kernel failed it (EROFS, EACCES or ENOENT). Observed like network attempts.
+    Path {
+        syscall: String,
+        path: String,
+        count: u64,
+        reason: String,
+    },
     /// A connect or bind the network rules refuse (it failed: network namespace or
     /// Landlock). Observed by inspecting the call's arguments before it ran.
     Network {

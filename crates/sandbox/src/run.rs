@@ -190,6 +190,7 @@ fn run_in(
         isolated: plan.net_isolated,
         outgoing: plan.allow_outgoing.clone(),
         incoming: plan.allow_incoming.clone(),
+        writable: plan.writable.clone(),
     };
     let notifier = {
         let seen = Arc::clone(&seen);
@@ -299,6 +300,16 @@ fn run_in(
             }
         })
         .collect();
+    violations.extend(
+        seen.paths
+            .into_iter()
+            .map(|((syscall, path, reason), count)| Violation::Path {
+                syscall,
+                path,
+                count,
+                reason,
+            }),
+    );
     violations.extend(
         seen.network
             .into_iter()
@@ -443,6 +454,8 @@ struct Seen {
     denied: BTreeMap<i32, u64>,
     /// Refused network attempts: (syscall, address, port, reason) -> count.
     network: BTreeMap<(String, String, u16, String), u64>,
+    /// Writes aimed outside every writable path: (syscall, path, reason) -> count.
+    paths: BTreeMap<(String, String, String), u64>,
 }
 
 /// The network rules, as the notification server needs them to judge an attempt.
@@ -452,6 +465,7 @@ struct NetRules {
     isolated: bool,
     outgoing: Vec<u16>,
     incoming: Vec<u16>,
+    writable: Vec<std::path::PathBuf>,
 }
 
 /// Receives the listener from the workload, then answers every notification: denied calls
@@ -478,11 +492,16 @@ fn serve_notifications(sock: OwnedFd, seen: Arc<Mutex<Seen>>, rules: NetRules) {
             Err(_) => continue,
         };
         if n.nr >= 0 && rules.inspected.contains(&(n.nr as u32)) {
-            if let Some((syscall, address, port, reason)) = judge_network(&n, &rules) {
+            let name = ironcage_policy::syscalls::name_of(n.nr as u32).unwrap_or("");
+            if matches!(name, "connect" | "bind") {
+                if let Some(key) = judge_network(&n, &rules) {
+                    if let Ok(mut s) = seen.lock() {
+                        *s.network.entry(key).or_insert(0) += 1;
+                    }
+                }
+            } else if let Some(key) = judge_path(name, &n, &rules) {
                 if let Ok(mut s) = seen.lock() {
-                    *s.network
-                        .entry((syscall, address, port, reason))
-                        .or_insert(0) += 1;
+                    *s.paths.entry(key).or_insert(0) += 1;
                 }
             }
             let _ = sys::notif_continue(fd, n.id);
@@ -522,6 +541,81 @@ fn judge_network(n: &sys::Notification, rules: &NetRules) -> Option<(String, Str
         "port not in network.allow_outgoing".to_string()
     };
     Some((syscall, ip.to_string(), port, reason))
+}
+
+/// Reads the path of an open-for-write, creat or mkdir and says why it is refused, if it
+/// lies outside every scratch and output path. /dev and /proc are not judged (writing a
+/// device node or a process's own /proc entry is ordinary). Like `judge_network`, an
+/// observation only: the kernel decides.
+fn judge_path(
+    syscall: &str,
+    n: &sys::Notification,
+    rules: &NetRules,
+) -> Option<(String, String, String)> {
+    let (dirfd, ptr) = match syscall {
+        "openat" | "mkdirat" => (n.args[0] as i32, n.args[1]),
+        "open" | "creat" | "mkdir" => (libc::AT_FDCWD, n.args[0]),
+        _ => return None,
+    };
+    let raw = read_c_string(n.pid as i32, ptr)?;
+    let path = if raw.starts_with('/') {
+        std::path::PathBuf::from(&raw)
+    } else {
+        let base = if dirfd == libc::AT_FDCWD {
+            format!("/proc/{}/cwd", n.pid)
+        } else {
+            format!("/proc/{}/fd/{dirfd}", n.pid)
+        };
+        std::fs::read_link(base).ok()?.join(&raw)
+    };
+    let path = normalize(&path);
+    if path.starts_with("/dev")
+        || path.starts_with("/proc")
+        || rules.writable.iter().any(|w| path.starts_with(w))
+    {
+        return None;
+    }
+    Some((
+        syscall.to_string(),
+        path.display().to_string(),
+        "not under a scratch or output path".into(),
+    ))
+}
+
+/// Reads a NUL-terminated string of at most PATH_MAX bytes from another process, page by
+/// page so that a string near the end of a mapping is still read.
+fn read_c_string(pid: i32, mut addr: u64) -> Option<String> {
+    let mut out = Vec::new();
+    while out.len() < 4096 {
+        let to_page_end = 4096 - (addr % 4096) as usize;
+        let mut buf = vec![0u8; to_page_end];
+        let got = sys::read_process_memory(pid, addr, &mut buf).ok()?;
+        if let Some(end) = buf[..got].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(&buf[..got]);
+        addr += got as u64;
+        if got < to_page_end {
+            return None;
+        }
+    }
+    None
+}
+
+/// Lexical normalisation (".", "..", repeated slashes); symlinks are not resolved.
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(x) => out.push(x),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// AF_INET / AF_INET6 socket addresses; anything else (unix sockets) is not judged.

@@ -352,3 +352,43 @@ fn allowed_network_calls_are_inspected_not_denied() {
     );
     assert_eq!(decide(&spec, "connect", [0; 6]), RET_USER_NOTIF);
 }
+
+#[test]
+fn only_opens_that_may_write_are_inspected() {
+    let p = policy("name: x\nsyscalls:\n  default_deny: true\n  allow: [openat, open, mkdir]\nfilesystem:\n  scratch_paths: [/tmp]\n");
+    let spec = seccomp_spec(&p, false, 1024, true);
+    let at = (-100i64) as u64;
+    assert_eq!(
+        decide(&spec, "openat", [at, 0, 0o2000000, 0, 0, 0]),
+        RET_ALLOW,
+        "O_RDONLY|O_CLOEXEC stays in the kernel"
+    );
+    assert_eq!(
+        decide(&spec, "openat", [at, 0, 0o1, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "O_WRONLY"
+    );
+    assert_eq!(
+        decide(&spec, "openat", [at, 0, 0o2, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "O_RDWR"
+    );
+    assert_eq!(
+        decide(&spec, "openat", [at, 0, 0o100, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "O_CREAT"
+    );
+    assert_eq!(
+        decide(&spec, "open", [0, 0o1000 | 0o1, 0, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "O_TRUNC"
+    );
+    assert_eq!(decide(&spec, "mkdir", [0; 6]), RET_USER_NOTIF);
+    let inspected = inspected(&spec);
+    for name in ["openat", "open", "mkdir", "connect"] {
+        let n = syscalls::number(name).unwrap();
+        assert_eq!(inspected.contains(&n), name != "connect", "{name}");
+    }
+    let plan = make_plan(&p, &req(&["x"]), &host()).unwrap();
+    assert_eq!(plan.writable, vec![PathBuf::from("/tmp")]);
+}
