@@ -385,3 +385,33 @@ fn doctor_reports_mechanisms() {
         "{landlock}"
     );
 }
+
+both_modes!(
+    fn added_capabilities_work_and_others_do_not(mode: Mode) {
+        // CAP_NET_BIND_SERVICE is granted inside the sandbox's own user and network namespaces:
+        // binding port 80 works with it and fails without it.
+        let s = Scratch::new();
+        let code = "import socket, errno\ntry:\n    socket.socket().bind(('127.0.0.1', 80)); print('bound')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nprint(open('/proc/self/status').read().split('CapEff:')[1].split()[0])";
+        let with = policy(&s, &["capabilities:\n  add: [CAP_NET_BIND_SERVICE]\n"]);
+        let r = py(mode, &with, code);
+        assert_eq!(r.stdout, "bound\n0000000000000400\n", "{}", r.show());
+        let without = policy(&s, &[]);
+        let r = py(mode, &without, code);
+        assert_eq!(r.stdout, "EACCES\n0000000000000000\n", "{}", r.show());
+    }
+);
+
+both_modes!(
+    fn the_sandbox_sees_its_own_cgroup_root(mode: Mode) {
+        let s = Scratch::new();
+        let r = cage(mode, &policy(&s, &[]), &["/bin/cat", "/proc/self/cgroup"]);
+        assert_eq!(r.code, 0, "{}", r.show());
+        for line in r.stdout.lines() {
+            assert!(
+                line.ends_with(":/"),
+                "host cgroup path visible: {line}\n{}",
+                r.show()
+            );
+        }
+    }
+);

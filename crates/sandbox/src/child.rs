@@ -146,10 +146,10 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
         _ => sys::exit_now(EXIT_SETUP_FAILED),
     }
     drop(io.go);
-    if plan.cgroup.is_some() {
-        if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
-            fail(status, "cgroup namespace", e);
-        }
+    // Always a cgroup namespace: rooted at the run cgroup when there is one, otherwise at
+    // wherever we are, so the host's cgroup paths never show in /proc/self/cgroup.
+    if let Err(e) = sys::unshare(libc::CLONE_NEWCGROUP) {
+        fail(status, "cgroup namespace", e);
     }
 
     // Signals init forwards, plus SIGCHLD; blocked here, waited for synchronously below.
