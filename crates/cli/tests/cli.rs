@@ -156,21 +156,7 @@ both_modes!(
             p.display(),
             file.display()
         );
-        let mut c = match mode {
-            Mode::Root => std::process::Command::new("bash"),
-            Mode::User => {
-                let (_, uid, gid) = test_user();
-                let mut c = std::process::Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={uid}"),
-                    &format!("--regid={gid}"),
-                    "--clear-groups",
-                    "--reset-env",
-                    "bash",
-                ]);
-                c
-            }
-        };
+        let mut c = bash_as(mode);
         c.current_dir("/tmp").args(["-c", &script]);
         let (code, _, stderr) = out(c);
         assert_eq!(code, 0, "{stderr}");
@@ -319,7 +305,7 @@ both_modes!(
         let s = Scratch::new();
         let p = policy(&s, &[]);
         let mut c = ironcage(mode);
-        c.arg("run").arg("--policy").arg(&p).args(["--", "/usr/bin/python3", "-c", "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (print('got TERM', flush=True), sys.exit(7)))\nprint('ready', flush=True)\ntime.sleep(30)"]);
+        c.arg("run").arg("--policy").arg(&p).args(["--", "/usr/bin/python3", "-c", "import os, signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (os.write(1, b'got TERM\\n'), sys.exit(7)))\nprint('ready', flush=True)\ntime.sleep(30)"]);
         let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -337,8 +323,13 @@ both_modes!(
         let status = child.wait().unwrap();
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-        assert_eq!(rest, "got TERM\n");
-        assert_eq!(status.code(), Some(7));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(
+            (rest.as_str(), status.code()),
+            ("got TERM\n", Some(7)),
+            "{err}"
+        );
     }
 );
 

@@ -8,7 +8,6 @@
 
 mod common;
 use common::*;
-use std::process::{Command, Stdio};
 
 const STRICT: &str = "ai-strict";
 const DEV: &str = "ai-dev-safe";
@@ -70,21 +69,7 @@ struct Host {
 fn host(mode: Mode, env: &[(&str, &str)], cmd: &[&str], stdin: Option<&str>) -> Host {
     let s = Scratch::new();
     let dir = s.path.display().to_string();
-    let mut c = match mode {
-        Mode::Root => Command::new("/usr/bin/env"),
-        Mode::User => {
-            let (_, uid, gid) = test_user();
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={gid}"),
-                "--clear-groups",
-                "--reset-env",
-                "/usr/bin/env",
-            ]);
-            c
-        }
-    };
+    let mut c = as_mode(mode, "/usr/bin/env");
     c.arg("-i")
         .arg(format!("PATH={PATH}"))
         .arg(format!("HOME={dir}"))
@@ -99,32 +84,6 @@ fn host(mode: Mode, env: &[(&str, &str)], cmd: &[&str], stdin: Option<&str>) -> 
         stdout,
         stderr,
     }
-}
-
-fn spawn(mut c: Command, stdin: Option<&str>) -> (i32, String, String) {
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 /// Runs CMD in the sandbox under PROFILE and on the host; asserts a clean report and

@@ -556,21 +556,7 @@ both_modes!(
         let bin = binary();
         // bash opens fd 7 and 9 without close-on-exec, then runs ironcage with them.
         let inner = format!("exec 7</etc/hostname 9>/dev/null; exec {} run --policy {} -- /usr/bin/python3 -c 'import os; print(sorted(int(f) for f in os.listdir(\"/proc/self/fd\")))'", bin.display(), p.display());
-        let mut c = match mode {
-            Mode::Root => std::process::Command::new("bash"),
-            Mode::User => {
-                let (_, uid, gid) = test_user();
-                let mut c = std::process::Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={uid}"),
-                    &format!("--regid={gid}"),
-                    "--clear-groups",
-                    "--reset-env",
-                    "bash",
-                ]);
-                c
-            }
-        };
+        let mut c = bash_as(mode);
         let out = c.current_dir("/tmp").args(["-c", &inner]).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         // 0, 1, 2 and the descriptor listdir itself opened.

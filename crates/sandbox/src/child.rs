@@ -73,6 +73,18 @@ const STAGE: &str = "/tmp";
 
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
+/// Signals relayed from the supervisor to init and from init to the workload.
+pub const FORWARDED_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
 fn send(status_fd: RawFd, s: &Status) {
     if let Ok(mut line) = serde_json::to_vec(s) {
         line.push(b'\n');
@@ -154,17 +166,7 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
 
     // Signals init forwards, plus SIGCHLD; blocked here, waited for synchronously below.
     // The supervisor already blocked them before clone; make sure.
-    let forward = [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGWINCH,
-        libc::SIGCONT,
-    ];
-    let mut waited = forward.to_vec();
+    let mut waited = FORWARDED_SIGNALS.to_vec();
     waited.push(libc::SIGCHLD);
     let set = sys::sigset(&waited);
     let _ = sys::set_sigmask(&set);
@@ -245,6 +247,17 @@ pub fn detach_source(m: &MountStep) -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
+/// Creates the directories above a mount point or generated file in the new root.
+fn create_parent(path: &str) -> Result<(), StepError> {
+    match Path::new(path).parent() {
+        Some(parent) => step(
+            || format!("create {}", parent.display()),
+            std::fs::create_dir_all(parent),
+        ),
+        None => Ok(()),
+    }
+}
+
 fn mkdirs(path: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(path)
 }
@@ -302,24 +315,14 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         let t = stage(target);
         match m {
             MountStep::File { contents, .. } => {
-                if let Some(parent) = Path::new(&t).parent() {
-                    step(
-                        || format!("create {}", parent.display()),
-                        mkdirs(&parent.display().to_string()),
-                    )?;
-                }
+                create_parent(&t)?;
                 step(
                     || format!("write {}", target.display()),
                     std::fs::write(&t, contents),
                 )?;
             }
             MountStep::Symlink { link, .. } => {
-                if let Some(parent) = Path::new(&t).parent() {
-                    step(
-                        || format!("create {}", parent.display()),
-                        mkdirs(&parent.display().to_string()),
-                    )?;
-                }
+                create_parent(&t)?;
                 step(
                     || format!("link {}", target.display()),
                     sys::symlink(&link.display().to_string(), &t),
@@ -344,12 +347,7 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
                 if is_dir {
                     step(|| format!("create {}", target.display()), mkdirs(&t))?;
                 } else {
-                    if let Some(parent) = Path::new(&t).parent() {
-                        step(
-                            || format!("create {}", parent.display()),
-                            mkdirs(&parent.display().to_string()),
-                        )?;
-                    }
+                    create_parent(&t)?;
                     step(
                         || format!("create {}", target.display()),
                         std::fs::write(&t, b""),

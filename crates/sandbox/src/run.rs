@@ -114,17 +114,8 @@ fn run_in(
 
     // Signals we forward to the sandbox; blocked so the signalfd sees them. The child
     // inherits the mask, and init keeps it for its own synchronous wait.
-    let forwarded = [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGWINCH,
-        libc::SIGCONT,
-        libc::SIGCHLD,
-    ];
+    let mut forwarded = child::FORWARDED_SIGNALS.to_vec();
+    forwarded.push(libc::SIGCHLD);
     let set = sys::sigset(&forwarded);
     let old_mask = sys::set_sigmask(&set).map_err(io("block signals"))?;
     let sigfd = sys::signalfd(&set).map_err(io("signalfd"))?;

@@ -538,12 +538,18 @@ pub fn notif_recv(fd: RawFd) -> io::Result<Notification> {
 
 /// Answers a notification: the call fails with `errno` in the sandboxed process.
 pub fn notif_fail(fd: RawFd, id: u64, errno: i32) -> io::Result<()> {
-    let resp = libc::seccomp_notif_resp {
-        id,
-        val: 0,
-        error: -errno,
-        flags: 0,
-    };
+    notif_send(
+        fd,
+        libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        },
+    )
+}
+
+fn notif_send(fd: RawFd, resp: libc::seccomp_notif_resp) -> io::Result<()> {
     // SAFETY: resp is a valid seccomp_notif_resp.
     check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &resp) })?;
     Ok(())
@@ -959,15 +965,15 @@ pub fn close(fd: RawFd) {
 /// Lets a notified call proceed unchanged (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Only for
 /// calls we inspect to report on; enforcement never depends on what we read.
 pub fn notif_continue(fd: RawFd, id: u64) -> io::Result<()> {
-    let resp = libc::seccomp_notif_resp {
-        id,
-        val: 0,
-        error: 0,
-        flags: 1,
-    };
-    // SAFETY: resp is a valid seccomp_notif_resp.
-    check_int(unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND as _, &resp) })?;
-    Ok(())
+    notif_send(
+        fd,
+        libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: 1,
+        },
+    )
 }
 
 /// Reads up to `buf.len()` bytes at `addr` in process `pid` (process_vm_readv).

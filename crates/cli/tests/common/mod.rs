@@ -132,9 +132,14 @@ impl Run {
 
 /// Builds the command line that runs `ironcage ARGS` as root or as the test user.
 pub fn ironcage(mode: Mode) -> Command {
-    let bin = binary();
-    let mut cmd = match mode {
-        Mode::Root => Command::new(bin),
+    as_mode(mode, binary())
+}
+
+/// `program` as root, or as the test user (no groups, no inheritable capabilities, a clean
+/// environment), in /tmp.
+pub fn as_mode(mode: Mode, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = match mode {
+        Mode::Root => Command::new(program),
         Mode::User => {
             let (_, uid, gid) = test_user();
             let mut c = Command::new("setpriv");
@@ -145,12 +150,45 @@ pub fn ironcage(mode: Mode) -> Command {
                 "--inh-caps=-all",
                 "--reset-env",
             ]);
-            c.arg(bin);
+            c.arg(program);
             c
         }
     };
-    cmd.current_dir("/tmp");
-    cmd
+    c.current_dir("/tmp");
+    c
+}
+
+/// `bash` as root, or as the test user with a clean environment (for tests that need a
+/// shell around ironcage, e.g. to hand it extra descriptors).
+pub fn bash_as(mode: Mode) -> Command {
+    as_mode(mode, "bash")
+}
+
+/// Spawns `c` with `stdin` fed to it (or /dev/null), returns (exit code, stdout, stderr).
+pub fn spawn(mut c: Command, stdin: Option<&str>) -> (i32, String, String) {
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// Runs `ironcage run --policy POLICY [extra] -- CMD` and parses its report.
@@ -172,32 +210,15 @@ pub fn cage_with(
         .args(extra)
         .arg("--")
         .args(cmd);
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn ironcage");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let (code, stdout, stderr) = spawn(c, stdin);
     let report = std::fs::read_to_string(&report)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        code,
+        stdout,
+        stderr,
         report,
     }
 }
