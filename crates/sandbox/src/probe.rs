@@ -221,6 +221,23 @@ pub fn doctor() -> Vec<Check> {
             ),
         ),
     }
+    if layout.is_v1() {
+        let favored = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" - cgroup2 ") && l.contains("favordynmods"));
+        add(
+            "cgroup.join",
+            favored,
+            if favored {
+                "favordynmods is set: joining the run cgroup is fast".into()
+            } else {
+                "each run waits for an RCU grace period when it joins its cgroup (measured 5-13 ms on a 2-core VM). \
+                 Fix (root, Linux 6.0+): mount -o remount,favordynmods <the cgroup2 mount, e.g. /sys/fs/cgroup/unified>"
+                    .into()
+            },
+        );
+    }
     add(
         "rlimits",
         true,
