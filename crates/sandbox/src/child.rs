@@ -71,6 +71,9 @@ pub struct ChildIo {
 /// sources are opened before the tmpfs hides it, and it is detached after pivot_root.
 const STAGE: &str = "/tmp";
 
+/// Device nodes bound from the host into the sandbox's /dev.
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
 pub const EXIT_SETUP_FAILED: i32 = 125;
 
 /// Signals relayed from the supervisor to init and from init to the workload.
@@ -281,9 +284,8 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         });
     }
     let mut detached = detached;
-    let dev_nodes = ["null", "zero", "full", "random", "urandom", "tty"];
     let mut dev_sources = Vec::new();
-    for n in dev_nodes {
+    for n in DEV_NODES {
         let fd = step(
             || format!("open /dev/{n}"),
             sys::open_path(&format!("/dev/{n}")),
@@ -365,7 +367,13 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         }
     }
 
-    // /proc for the new pid namespace, with the kernel-tunable parts read-only.
+    mount_proc()?;
+    mount_dev(dev_sources)?;
+    switch_root()
+}
+
+/// A fresh /proc for the new pid namespace, with the kernel-tunable parts read-only.
+fn mount_proc() -> Result<(), StepError> {
     let proc_dir = format!("{STAGE}/proc");
     step(|| "create /proc".into(), mkdirs(&proc_dir))?;
     step(
@@ -401,7 +409,11 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         }
     }
 
-    // A minimal /dev.
+    Ok(())
+}
+
+/// A minimal /dev: a few harmless nodes bound from the host, private pts and shm.
+fn mount_dev(dev_sources: Vec<OwnedFd>) -> Result<(), StepError> {
     let dev = format!("{STAGE}/dev");
     step(|| "create /dev".into(), mkdirs(&dev))?;
     step(
@@ -414,7 +426,7 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
             Some("mode=0755,size=64k"),
         ),
     )?;
-    for (n, tree) in dev_nodes.iter().zip(dev_sources) {
+    for (n, tree) in DEV_NODES.iter().zip(dev_sources) {
         let p = format!("{dev}/{n}");
         step(|| format!("create /dev/{n}"), std::fs::write(&p, b""))?;
         step(|| format!("bind /dev/{n}"), sys::move_mount_to(&tree, &p))?;
@@ -458,8 +470,12 @@ fn build_root(plan: &Plan, detached: Vec<Option<OwnedFd>>) -> Result<(), StepErr
         sys::mount_setattr_path(&dev, sys::MOUNT_ATTR_RDONLY, 0),
     )?;
 
-    // Switch root. pivot_root(".", ".") stacks the old root under the new one; detaching
-    // "." then removes it, so nothing of the host's tree stays reachable.
+    Ok(())
+}
+
+/// pivot_root(".", ".") stacks the old root under the new one; detaching "." then removes
+/// it, so nothing of the host's tree stays reachable. Then the root becomes read-only.
+fn switch_root() -> Result<(), StepError> {
     step(|| "enter new root".into(), sys::chdir(STAGE))?;
     step(|| "pivot_root".into(), sys::pivot_root(".", "."))?;
     step(|| "detach old root".into(), sys::umount_detach("."))?;
