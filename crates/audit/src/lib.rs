@@ -66,6 +66,14 @@ impl Log {
         })
     }
 
+    /// Wraps a file the caller opened for appending (e.g. without following symlinks).
+    pub fn from_file(file: File, path: &Path) -> Log {
+        Log {
+            file,
+            path: path.to_path_buf(),
+        }
+    }
+
     /// Appends one event as a single line with a single write(2), so concurrent writers
     /// never interleave inside a record and a crash never leaves half a line.
     pub fn append<T: Serialize>(&mut self, event: &Event<T>) -> Result<(), AuditError> {

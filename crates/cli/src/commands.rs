@@ -6,6 +6,23 @@ use ironcage_policy::{Loaded, Origin};
 use ironcage_sandbox::{exit_code, probe, run, PlanError, Request};
 use std::io::Write;
 
+/// Writes a line to stderr, ignoring failure: the sandbox shares our stderr and may have
+/// made it non-blocking or full, and a diagnostic must never abort the supervisor.
+/// Writes a line to stdout; a closed pipe (`ironcage profile list | head -1`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// An error that carries the exit code `ironcage` should end with.
 #[derive(Debug)]
 pub struct Exit {
@@ -69,17 +86,18 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         Err(e) => return Err(fail(exit_code::SETUP_FAILED, e)),
     };
     if args.dry_run {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        out!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(0);
     }
     for u in &plan.unenforced {
-        eprintln!(
+        say!(
             "ironcage: warning: NOT ENFORCED (--best-effort): {}: {}",
-            u.mechanism, u.reason
+            u.mechanism,
+            u.reason
         );
     }
     if !plan.floor_lifted.is_empty() {
-        eprintln!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
+        say!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
     }
     // Open the audit log before running: a run that cannot be recorded does not happen.
     let audit_path = plan.audit_log.clone().or_else(|| {
@@ -89,7 +107,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             .then(|| default_audit_log(facts.is_root))
     });
     let mut audit = match &audit_path {
-        Some(path) => Some(ironcage_audit::Log::open(path).map_err(|e| {
+        Some(path) => Some(open_audit_log(path).map_err(|e| {
             fail(
                 exit_code::DENIED,
                 format!("{e} (policy `{}` requires an audit record)", policy.name),
@@ -110,20 +128,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             format!("sandbox setup failed: {e}"),
         )
     })?;
-    if let Some(err) = &report.error {
-        eprintln!("ironcage: {err}");
-    }
-    match report.outcome {
-        ironcage_sandbox::report::Outcome::Timeout => eprintln!(
-            "ironcage: killed: session timeout ({}s) reached",
-            report.limits.timeout.limit.unwrap_or(0)
-        ),
-        ironcage_sandbox::report::Outcome::OutOfMemory => eprintln!(
-            "ironcage: killed: out of memory (limit {} bytes)",
-            report.limits.memory.limit.unwrap_or(0)
-        ),
-        _ => {}
-    }
+    // The audit record first: nothing the sandbox did to our stderr can prevent it.
     if let Some(log) = audit.as_mut() {
         let event = ironcage_audit::Event {
             version: ironcage_audit::EVENT_VERSION,
@@ -135,12 +140,25 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         log.append(&event)
             .map_err(|e| fail(exit_code::SETUP_FAILED, e))?;
     }
+    if let Some(err) = &report.error {
+        say!("ironcage: {err}");
+    }
+    match report.outcome {
+        ironcage_sandbox::report::Outcome::Timeout => say!(
+            "ironcage: killed: session timeout ({}s) reached",
+            report.limits.timeout.limit.unwrap_or(0)
+        ),
+        ironcage_sandbox::report::Outcome::OutOfMemory => say!(
+            "ironcage: killed: out of memory (limit {} bytes)",
+            report.limits.memory.limit.unwrap_or(0)
+        ),
+        _ => {}
+    }
     if args.json || args.report.is_some() || args.report_fd.is_some() {
         let mut text = serde_json::to_string(&report)?;
         text.push('\n');
         if let Some(path) = &args.report {
-            std::fs::write(path, &text)
-                .with_context(|| format!("writing report to {}", path.display()))?;
+            write_report_file(path, &text)?;
         } else if let Some(fd) = args.report_fd {
             let mut f = inherited_fd(fd)?;
             f.write_all(text.as_bytes())
@@ -175,13 +193,41 @@ fn default_audit_log(is_root: bool) -> std::path::PathBuf {
     state.join("ironcage/audit.log")
 }
 
+/// The report file is opened without following symlinks: it may sit in a directory a
+/// sandbox could write to, and a planted link must not make us (perhaps root) write elsewhere.
+fn write_report_file(path: &std::path::Path, text: &str) -> Result<()> {
+    let mut f = ironcage_sandbox::sys::create_nofollow(path, false).with_context(|| {
+        format!(
+            "writing report to {} (symbolic links are not followed)",
+            path.display()
+        )
+    })?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing report to {}", path.display()))
+}
+
+/// Opens the audit log for appending, creating its directory, never through a symlink.
+fn open_audit_log(
+    path: &std::path::Path,
+) -> Result<ironcage_audit::Log, ironcage_audit::AuditError> {
+    let err = |source| ironcage_audit::AuditError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let file = ironcage_sandbox::sys::create_nofollow(path, true).map_err(err)?;
+    Ok(ironcage_audit::Log::from_file(file, path))
+}
+
 fn doctor(json: bool) -> Result<i32> {
     let checks = probe::doctor();
     if json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        out!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
-            println!(
+            out!(
                 "{:<4} {:<16} {}",
                 if c.ok { "ok" } else { "MISS" },
                 c.mechanism,
@@ -204,7 +250,7 @@ fn profile(cmd: ProfileCmd) -> Result<i32> {
                         .map(|l| l.policy.description)
                         .unwrap_or_else(|e| format!("INVALID: {e}")),
                 };
-                println!("{name:<16} {origin:<40} {desc}");
+                out!("{name:<16} {origin:<40} {desc}");
             }
             Ok(0)
         }
@@ -221,15 +267,19 @@ fn profile(cmd: ProfileCmd) -> Result<i32> {
                     .find(|(b, _)| *b == n)
                     .map(|(_, t)| *t)
                     .unwrap_or_default();
-                print!("{text}");
+                out!("{}", text.trim_end());
             } else if let Origin::File(p) = &loaded.origin {
-                print!("# from {}\n{}", p.display(), std::fs::read_to_string(p)?);
+                out!(
+                    "# from {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p)?.trim_end()
+                );
             }
             Ok(0)
         }
         ProfileCmd::Validate { file } => {
             let loaded = load(None, Some(&file))?;
-            println!("{}: valid policy `{}`", file.display(), loaded.policy.name);
+            out!("{}: valid policy `{}`", file.display(), loaded.policy.name);
             Ok(0)
         }
     }
@@ -256,7 +306,7 @@ fn delegate(user: &str) -> Result<i32> {
         bail!("no cgroup controllers found to delegate");
     }
     for d in dirs {
-        println!("delegated {} to uid {uid}", d.display());
+        out!("delegated {} to uid {uid}", d.display());
     }
     Ok(0)
 }

@@ -14,7 +14,8 @@ fn main() {
     let code = match commands::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ironcage: {err:#}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "ironcage: {err:#}");
             err.downcast_ref::<commands::Exit>()
                 .map(|e| e.code)
                 .unwrap_or(ironcage_sandbox::exit_code::USAGE)

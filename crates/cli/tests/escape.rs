@@ -736,3 +736,140 @@ fn killing_the_supervisor_leaves_nothing_behind() {
         cgroups_of(pid)
     );
 }
+
+both_modes!(
+    fn mptcp_and_other_inet_protocols_cannot_dodge_port_rules(mode: Mode) {
+        // Landlock's port rules cover plain TCP only; MPTCP (which falls back to TCP) would
+        // reach any port. On the host network such sockets are refused outright.
+        let s = Scratch::new();
+        let code = "import socket, errno\nfor fam in (socket.AF_INET, socket.AF_INET6):\n    for proto in (262, 132):\n        try:\n            socket.socket(fam, socket.SOCK_STREAM, proto); print('OPENED', fam, proto)\n        except OSError as e:\n            print(errno.errorcode.get(e.errno, e))\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP); print('tcp ok')\n";
+        let r = py(mode, &host_net_policy(&s, 443), code);
+        assert_eq!(
+            r.stdout,
+            "EPERM\nEPERM\nEPERM\nEPERM\ntcp ok\n",
+            "{}",
+            r.show()
+        );
+        assert_eq!(r.denied("socket"), 4, "{}", r.show());
+    }
+);
+
+both_modes!(
+    fn prlimit_on_other_processes_is_denied(mode: Mode) {
+        let s = Scratch::new();
+        let code = "import resource, errno, os\ntry:\n    resource.prlimit(1, resource.RLIMIT_CPU, (1, 1)); print('CHANGED')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nresource.setrlimit(resource.RLIMIT_CORE, (0, 0)); print('own ok')\n";
+        let r = py(mode, &policy(&s, &[]), code);
+        assert_eq!(r.stdout, "EPERM\nown ok\n", "{}", r.show());
+        assert!(r.denied("prlimit64") >= 1, "{}", r.show());
+    }
+);
+
+both_modes!(
+    fn terminal_takeover_ioctls_are_denied(mode: Mode) {
+        // TIOCSETD (line discipline) and TIOCEXCL on the caller's stdio, which the sandbox shares.
+        let s = Scratch::new();
+        let code = format!("{SYSCALL}import ctypes\nfor req in (0x5423, 0x540C):\n    r, e = sc(16, 0, req, ctypes.addressof(ctypes.c_int(0)))\n    print(r, errno.errorcode.get(e, e))\n");
+        let r = py(mode, &policy(&s, &[]), &code);
+        assert_eq!(r.stdout, "-1 EPERM\n-1 EPERM\n", "{}", r.show());
+        assert_eq!(r.denied("ioctl"), 2, "{}", r.show());
+    }
+);
+
+both_modes!(
+    fn shared_stdio_flags_are_restored(mode: Mode) {
+        let s = Scratch::new();
+        let p = policy(&s, &[]);
+        // The sandbox makes the shared stdout pipe non-blocking; the shell sees it undone.
+        let script = format!("{} run --policy {} -- /usr/bin/python3 -c 'import fcntl, os; fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)'; /usr/bin/python3 -c 'import fcntl, os; print(\"nonblock\", bool(fcntl.fcntl(1, fcntl.F_GETFL) & os.O_NONBLOCK))'", binary().display(), p.display());
+        let mut c = bash_as(mode);
+        c.args(["-c", &script]);
+        let (code, stdout, stderr) = spawn(c, None);
+        assert_eq!((code, stdout.as_str()), (0, "nonblock False\n"), "{stderr}");
+    }
+);
+
+both_modes!(
+    fn reports_are_never_written_through_planted_links(mode: Mode) {
+        let s = Scratch::new();
+        let out = s.path.join("out");
+        let victim = s.file("victim", "keep");
+        let p = policy(&s, &[&format!("filesystem:\n  immutable_paths:\n    - {{ host_path: /usr, sandbox_path: /usr }}\n    - {{ host_path: /lib, sandbox_path: /lib }}\n    - {{ host_path: /lib64, sandbox_path: /lib64, optional: true }}\n  scratch_paths: [/tmp]\n  output_paths:\n    - {{ host_path: {}, sandbox_path: /output }}\n  working_dir: /tmp\n", out.display())]);
+        let r = py(
+            mode,
+            &p,
+            &format!(
+                "import os\nos.symlink('{}', '/output/report.json')",
+                victim.display()
+            ),
+        );
+        assert_eq!(r.code, 0, "{}", r.show());
+        let mut c = ironcage(mode);
+        c.arg("run")
+            .arg("--policy")
+            .arg(&p)
+            .arg("--report")
+            .arg(out.join("report.json"))
+            .args(["--", "/bin/true"]);
+        let (code, _, stderr) = spawn(c, None);
+        assert_ne!(code, 0, "wrote the report through the link: {stderr}");
+        assert!(
+            stderr.contains("symbolic links are not followed"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
+);
+
+both_modes!(
+    fn what_the_supervisor_remembers_is_bounded(mode: Mode) {
+        // Each distinct refused write is an entry; past 256 they are only counted, so the
+        // sandbox cannot make the supervisor (outside its memory cgroup) grow without end.
+        let s = Scratch::new();
+        let code = "for i in range(1000):\n    try:\n        open('/usr/x%d-' % i + 'y' * 300, 'w')\n    except OSError:\n        pass\nprint('done')";
+        let r = py(mode, &policy(&s, &[]), code);
+        assert_eq!(r.stdout, "done\n", "{}", r.show());
+        let listed = r.report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"] == "path")
+            .count();
+        assert_eq!(listed, 256, "{}", r.show());
+        assert_eq!(r.report["violations_not_listed"], 744);
+        let longest = r.report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["path"].as_str())
+            .map(str::len)
+            .max()
+            .unwrap();
+        assert!(longest <= 259, "path entries are truncated: {longest}");
+    }
+);
+
+both_modes!(
+    fn openat2_writes_are_reported(mode: Mode) {
+        let s = Scratch::new();
+        let code = format!("{SYSCALL}import ctypes\nclass How(ctypes.Structure):\n    _fields_ = [('flags', ctypes.c_uint64), ('mode', ctypes.c_uint64), ('resolve', ctypes.c_uint64)]\nhow = How(0o101, 0o644, 0)\npath = ctypes.create_string_buffer(b'/usr/openat2-pwn')\nr, e = sc(437, -100, ctypes.addressof(path), ctypes.addressof(how), 24)\nprint(r, errno.errorcode.get(e, e))\n");
+        let r = py(mode, &policy(&s, &[]), &code);
+        assert_eq!(r.stdout, "-1 EROFS\n", "{}", r.show());
+        let v: Vec<&str> = r.report["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["syscall"] == "openat2")
+            .filter_map(|v| v["path"].as_str())
+            .collect();
+        assert_eq!(v, vec!["/usr/openat2-pwn"], "{}", r.show());
+    }
+);
+
+both_modes!(
+    fn private_ptys_are_limited(mode: Mode) {
+        let s = Scratch::new();
+        let code = "import os, errno\nfds = []\ntry:\n    while len(fds) < 200:\n        fds.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\nexcept OSError as e:\n    print(len(fds), errno.errorcode[e.errno])\n";
+        let r = py(mode, &policy(&s, &[]), code);
+        assert_eq!(r.stdout, "64 ENOSPC\n", "{}", r.show());
+    }
+);

@@ -439,7 +439,7 @@ fn mount_dev(dev_sources: Vec<OwnedFd>) -> Result<(), StepError> {
             &format!("{dev}/pts"),
             Some("devpts"),
             libc::MS_NOSUID | libc::MS_NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=0620"),
+            Some("newinstance,ptmxmode=0666,mode=0620,max=64"),
         ),
     )?;
     step(|| "create /dev/shm".into(), mkdirs(&format!("{dev}/shm")))?;

@@ -170,6 +170,13 @@ pub const ROOT_SANDBOX_ID: u32 = 65534;
 const CLONE_NS_FLAGS: u32 = 0x7E02_0080;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
+/// Changing the line discipline (kernel attack surface, and it can wreck the caller's
+/// terminal, which the sandbox shares), exclusive mode, redirecting the console.
+const TIOCSETD: u32 = 0x5423;
+const TIOCEXCL: u32 = 0x540C;
+const TIOCCONS: u32 = 0x541D;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const AF_VSOCK: u32 = 40;
@@ -639,7 +646,7 @@ pub fn seccomp_spec(
     calls.insert(nr("clone3"), CallRules::always(Action::Errno(ENOSYS)));
     let ioctl = nr("ioctl");
     if passes(&calls, ioctl) {
-        let rules = [TIOCSTI, TIOCLINUX]
+        let rules = [TIOCSTI, TIOCLINUX, TIOCSETD, TIOCEXCL, TIOCCONS]
             .into_iter()
             .map(|cmd| Rule {
                 all: vec![ArgEq {
@@ -660,29 +667,34 @@ pub fn seccomp_spec(
     }
     let socket = nr("socket");
     if passes(&calls, socket) {
+        let eq = |arg: u8, mask: u32, value: u32| ArgEq { arg, mask, value };
         let mut rules = vec![Rule {
-            all: vec![ArgEq {
-                arg: 0,
-                mask: u32::MAX,
-                value: AF_VSOCK,
-            }],
+            all: vec![eq(0, u32::MAX, AF_VSOCK)],
             action: deny,
         }];
-        if restrict_udp {
+        if !policy.network.isolated {
+            // On the host network Landlock governs TCP ports, and only plain TCP: an MPTCP
+            // or SCTP socket would slip past it, so inet sockets are limited to protocol 0
+            // or TCP (and UDP when allowed); datagram sockets only with allow_udp.
             for family in [AF_INET, AF_INET6] {
+                if restrict_udp {
+                    rules.push(Rule {
+                        all: vec![eq(0, u32::MAX, family), eq(1, 0xf, SOCK_DGRAM)],
+                        action: deny,
+                    });
+                }
+                let mut protocols = vec![0, IPPROTO_TCP];
+                if !restrict_udp {
+                    protocols.push(IPPROTO_UDP);
+                }
+                for proto in protocols {
+                    rules.push(Rule {
+                        all: vec![eq(0, u32::MAX, family), eq(2, u32::MAX, proto)],
+                        action: Action::Allow,
+                    });
+                }
                 rules.push(Rule {
-                    all: vec![
-                        ArgEq {
-                            arg: 0,
-                            mask: u32::MAX,
-                            value: family,
-                        },
-                        ArgEq {
-                            arg: 1,
-                            mask: 0xf,
-                            value: SOCK_DGRAM,
-                        },
-                    ],
+                    all: vec![eq(0, u32::MAX, family)],
                     action: deny,
                 });
             }
@@ -692,6 +704,24 @@ pub fn seccomp_spec(
             CallRules {
                 rules,
                 otherwise: Action::Allow,
+            },
+        );
+    }
+    // prlimit64 may set limits, and on another process too: only on ourselves (pid 0).
+    let prlimit = nr("prlimit64");
+    if passes(&calls, prlimit) {
+        calls.insert(
+            prlimit,
+            CallRules {
+                rules: vec![Rule {
+                    all: vec![ArgEq {
+                        arg: 0,
+                        mask: u32::MAX,
+                        value: 0,
+                    }],
+                    action: Action::Allow,
+                }],
+                otherwise: deny,
             },
         );
     }
@@ -741,7 +771,8 @@ pub fn seccomp_spec(
                 );
             }
         }
-        for name in ["creat", "mkdir", "mkdirat"] {
+        // openat2 passes its flags in memory: every call is shown, the supervisor reads them.
+        for name in ["creat", "mkdir", "mkdirat", "openat2"] {
             let n = nr(name);
             if passes(&calls, n) {
                 calls.insert(n, CallRules::always(Action::Inspect));

@@ -99,6 +99,8 @@ pub struct RunReport {
     pub peak_memory_bytes: Option<u64>,
     pub limits: Limits,
     pub violations: Vec<Violation>,
+    /// Path and network attempts beyond the 256 distinct entries kept per kind.
+    pub violations_not_listed: u64,
     /// Mechanisms the policy asked for that were not enforced (only with --best-effort).
     pub unenforced: Vec<Unenforced>,
     /// Floor entries the policy lifted with unsafe_lift_floor.

@@ -55,7 +55,11 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
 
     prepare_output_dirs(plan, ctx.is_root)?;
     let mut cg = None;
+    // The sandbox shares our stdin/stdout/stderr: whatever it does to their flags or to the
+    // terminal's settings (O_NONBLOCK, echo off, raw mode) is undone when it ends.
+    let stdio = sys::save_stdio();
     let result = run_in(plan, ctx, &mut cg, started, started_at);
+    sys::restore_stdio(&stdio);
     if let Some(cg) = cg.as_mut() {
         cg.remove();
     }
@@ -322,6 +326,7 @@ fn run_in(
             }
         })
         .collect();
+    let seen_dropped = seen.dropped;
     violations.extend(
         seen.paths
             .into_iter()
@@ -448,6 +453,7 @@ fn run_in(
             open_files: rl(Rlimit::OpenFiles),
         },
         violations,
+        violations_not_listed: seen_dropped,
         unenforced: plan.unenforced.clone(),
         floor_lifted: plan.floor_lifted.clone(),
         sandbox_uid: plan.uid,
@@ -478,6 +484,42 @@ struct Seen {
     network: BTreeMap<(String, String, u16, String), u64>,
     /// Writes aimed outside every writable path: (syscall, path, reason) -> count.
     paths: BTreeMap<(String, String, String), u64>,
+    /// Attempts not listed because the distinct-entry cap was reached.
+    dropped: u64,
+}
+
+/// Distinct network and path entries kept per run. The supervisor is outside the run's
+/// memory cgroup, so what the sandbox can make it remember must be bounded; attempts past
+/// the cap are counted in `dropped`.
+const MAX_DISTINCT: usize = 256;
+/// Longest path kept in a report entry (bytes).
+const MAX_PATH_SHOWN: usize = 256;
+
+impl Seen {
+    fn record_network(&mut self, key: (String, String, u16, String)) {
+        if self.network.len() < MAX_DISTINCT || self.network.contains_key(&key) {
+            *self.network.entry(key).or_insert(0) += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn record_path(&mut self, (syscall, mut path, reason): (String, String, String)) {
+        if path.len() > MAX_PATH_SHOWN {
+            let mut cut = MAX_PATH_SHOWN;
+            while !path.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            path.truncate(cut);
+            path.push_str("...");
+        }
+        let key = (syscall, path, reason);
+        if self.paths.len() < MAX_DISTINCT || self.paths.contains_key(&key) {
+            *self.paths.entry(key).or_insert(0) += 1;
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// The network rules, as the notification server needs them to judge an attempt.
@@ -515,15 +557,27 @@ fn serve_notifications(sock: OwnedFd, seen: Arc<Mutex<Seen>>, rules: NetRules) {
         };
         if n.nr >= 0 && rules.inspected.contains(&(n.nr as u32)) {
             let name = ironcage_policy::syscalls::name_of(n.nr as u32).unwrap_or("");
-            if matches!(name, "connect" | "bind") {
-                if let Some(key) = judge_network(&n, &rules) {
-                    if let Ok(mut s) = seen.lock() {
-                        *s.network.entry(key).or_insert(0) += 1;
-                    }
-                }
-            } else if let Some(key) = judge_path(name, &n, &rules) {
+            let network = matches!(name, "connect" | "bind");
+            let path_key = if network {
+                None
+            } else {
+                judge_path(name, &n, &rules)
+            };
+            let net_key = if network {
+                judge_network(&n, &rules)
+            } else {
+                None
+            };
+            // What we read is only trusted if the caller is still the one waiting (not a
+            // recycled pid).
+            if sys::notif_id_valid(fd, n.id) {
                 if let Ok(mut s) = seen.lock() {
-                    *s.paths.entry(key).or_insert(0) += 1;
+                    if let Some(key) = net_key {
+                        s.record_network(key);
+                    }
+                    if let Some(key) = path_key {
+                        s.record_path(key);
+                    }
                 }
             }
             let _ = sys::notif_continue(fd, n.id);
@@ -575,6 +629,17 @@ fn judge_path(
     rules: &NetRules,
 ) -> Option<(String, String, String)> {
     let (dirfd, ptr) = match syscall {
+        "openat2" => {
+            // struct open_how starts with the u64 flags: judge only opens that may write.
+            let mut how = [0u8; 8];
+            sys::read_process_memory(n.pid as i32, n.args[2], &mut how).ok()?;
+            let flags = u64::from_ne_bytes(how);
+            let write = libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC;
+            if flags & write as u64 == 0 {
+                return None;
+            }
+            (n.args[0] as i32, n.args[1])
+        }
         "openat" | "mkdirat" => (n.args[0] as i32, n.args[1]),
         "open" | "creat" | "mkdir" => (libc::AT_FDCWD, n.args[0]),
         _ => return None,

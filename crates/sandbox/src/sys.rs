@@ -1055,3 +1055,78 @@ pub fn open_dir(path: &std::path::Path) -> io::Result<OwnedFd> {
     // SAFETY: a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Whether a notification is still pending (its caller alive and waiting): checked after
+/// reading the caller's memory, so a pid reused in between is not misread as the caller.
+pub fn notif_id_valid(fd: RawFd, id: u64) -> bool {
+    // SAFETY: the ioctl reads one u64 from the pointer we pass.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _, &id) == 0 }
+}
+
+/// File status flags and, for a terminal, its settings: what a sandbox sharing our stdio
+/// could change (O_NONBLOCK on a shared pipe, echo off on the terminal). Restored after.
+pub struct StdioState {
+    flags: [Option<libc::c_int>; 3],
+    termios: [Option<libc::termios>; 3],
+}
+
+pub fn save_stdio() -> StdioState {
+    let mut st = StdioState {
+        flags: [None; 3],
+        termios: [None; 3],
+    };
+    for fd in 0..3 {
+        // SAFETY: fcntl F_GETFL takes integers.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        st.flags[fd as usize] = (fl >= 0).then_some(fl);
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut t: libc::termios = unsafe { zeroed() };
+        // SAFETY: t is a valid termios for the call to fill.
+        if unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+            st.termios[fd as usize] = Some(t);
+        }
+    }
+    st
+}
+
+pub fn restore_stdio(st: &StdioState) {
+    for fd in 0..3 {
+        if let Some(fl) = st.flags[fd as usize] {
+            // SAFETY: fcntl F_SETFL takes integers.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
+        }
+        if let Some(t) = &st.termios[fd as usize] {
+            // SAFETY: t is the termios read from this descriptor before the run.
+            unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+        }
+    }
+}
+
+/// Opens a file for writing without following any symlink on the way (openat2
+/// RESOLVE_NO_SYMLINKS): reports and audit logs may sit where a sandbox planted links.
+pub fn create_nofollow(path: &std::path::Path, append: bool) -> io::Result<std::fs::File> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { zeroed() };
+    let mode = if append {
+        libc::O_APPEND
+    } else {
+        libc::O_TRUNC
+    };
+    how.flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | mode) as u64;
+    how.mode = 0o644;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            size_of::<libc::open_how>(),
+        )
+    })?;
+    // SAFETY: openat2 returned a new descriptor we now own.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd as RawFd) })
+}

@@ -247,7 +247,7 @@ fn allow_list_filter() {
 
 #[test]
 fn deny_list_filter_keeps_the_floor() {
-    let p = policy("name: x\nsyscalls:\n  default_deny: false\n  deny: [unlinkat]\n");
+    let p = policy("name: x\nsyscalls:\n  default_deny: false\n  deny: [unlinkat]\nnetwork:\n  isolated: false\n  allow_outgoing: [443]\n");
     let spec = seccomp_spec(&p, true, 1024, true);
     assert_eq!(decide(&spec, "unlinkat", [0; 6]), RET_USER_NOTIF);
     assert_eq!(decide(&spec, "openat", [0; 6]), RET_ALLOW);
@@ -391,4 +391,52 @@ fn only_opens_that_may_write_are_inspected() {
     }
     let plan = make_plan(&p, &req(&["x"]), &host()).unwrap();
     assert_eq!(plan.writable, vec![PathBuf::from("/tmp")]);
+}
+
+#[test]
+fn host_network_sockets_are_plain_tcp_only() {
+    let p = policy("name: x\nsyscalls:\n  default_deny: false\nnetwork:\n  isolated: false\n  allow_outgoing: [443]\n");
+    let spec = seccomp_spec(&p, true, 1024, true);
+    assert_eq!(
+        decide(&spec, "socket", [2, 1, 0, 0, 0, 0]),
+        RET_ALLOW,
+        "TCP, protocol 0"
+    );
+    assert_eq!(
+        decide(&spec, "socket", [10, 1 | 0o4000, 6, 0, 0, 0]),
+        RET_ALLOW,
+        "TCP, IPPROTO_TCP, nonblocking"
+    );
+    assert_eq!(
+        decide(&spec, "socket", [2, 1, 262, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "MPTCP"
+    );
+    assert_eq!(
+        decide(&spec, "socket", [10, 1, 132, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "SCTP"
+    );
+    assert_eq!(
+        decide(&spec, "socket", [1, 1, 0, 0, 0, 0]),
+        RET_ALLOW,
+        "unix sockets are not inet"
+    );
+    let isolated = policy("name: x\nsyscalls:\n  default_deny: false\n");
+    let spec = seccomp_spec(&isolated, false, 1024, true);
+    assert_eq!(
+        decide(&spec, "socket", [2, 1, 262, 0, 0, 0]),
+        RET_ALLOW,
+        "inside a private netns anything goes"
+    );
+    assert_eq!(
+        decide(&spec, "prlimit64", [0, 7, 0, 0, 0, 0]),
+        RET_ALLOW,
+        "our own limits"
+    );
+    assert_eq!(
+        decide(&spec, "prlimit64", [1, 7, 0, 0, 0, 0]),
+        RET_USER_NOTIF,
+        "another process's"
+    );
 }
