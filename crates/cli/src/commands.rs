@@ -57,7 +57,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
 fn load(profile: Option<&str>, policy: Option<&std::path::Path>) -> Result<Loaded> {
     let loaded = match (profile, policy) {
         (_, Some(path)) => ironcage_policy::load_file(path),
-        (Some(name), None) => ironcage_policy::find_profile(name),
+        (Some(name), None) => ironcage_policy::find_profile(name).inspect(|l| {
+            // A name that resolved to a file (./policies/ may come with a cloned repository):
+            // say which file, so nobody runs under a policy they did not expect.
+            if let Origin::File(path) = &l.origin {
+                say!("ironcage: profile `{name}` is {}", path.display());
+            }
+        }),
         (None, None) => ironcage_policy::find_profile("ai-strict"),
     };
     loaded.map_err(|e| fail(exit_code::USAGE, e))
@@ -115,6 +121,12 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         })?),
         None => None,
     };
+    // The report destination too: a typo in it must not cost a run whose report is lost.
+    let mut report_out: Option<std::fs::File> = match (&args.report, args.report_fd) {
+        (Some(path), _) => Some(open_report_file(path)?),
+        (None, Some(fd)) => Some(inherited_fd(fd)?),
+        (None, None) => None,
+    };
     let parent = facts.cgroup.as_ref().ok();
     let ctx = run::Context {
         policy_name: &policy.name,
@@ -154,17 +166,19 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         ),
         _ => {}
     }
-    if args.json || args.report.is_some() || args.report_fd.is_some() {
+    if args.json || report_out.is_some() {
         let mut text = serde_json::to_string(&report)?;
         text.push('\n');
-        if let Some(path) = &args.report {
-            write_report_file(path, &text)?;
-        } else if let Some(fd) = args.report_fd {
-            let mut f = inherited_fd(fd)?;
-            f.write_all(text.as_bytes())
-                .context("writing report to --report-fd")?;
-        } else {
-            std::io::stderr().write_all(text.as_bytes())?;
+        match report_out.as_mut() {
+            Some(f) => f.write_all(text.as_bytes()).map_err(|e| {
+                fail(
+                    exit_code::SETUP_FAILED,
+                    format!("writing the run report: {e}"),
+                )
+            })?,
+            None => {
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
         }
     }
     Ok(report.ironcage_exit_code)
@@ -175,7 +189,12 @@ fn inherited_fd(fd: i32) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/proc/self/fd/{fd}"))
-        .with_context(|| format!("--report-fd {fd} is not an open descriptor"))
+        .map_err(|_| {
+            fail(
+                exit_code::USAGE,
+                format!("--report-fd {fd} is not an open descriptor"),
+            )
+        })
 }
 
 /// Where audit records go when a policy enables audit without naming a file.
@@ -195,15 +214,15 @@ fn default_audit_log(is_root: bool) -> std::path::PathBuf {
 
 /// The report file is opened without following symlinks: it may sit in a directory a
 /// sandbox could write to, and a planted link must not make us (perhaps root) write elsewhere.
-fn write_report_file(path: &std::path::Path, text: &str) -> Result<()> {
-    let mut f = ironcage_sandbox::sys::create_nofollow(path, false).with_context(|| {
-        format!(
-            "writing report to {} (symbolic links are not followed)",
-            path.display()
-        )
-    })?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing report to {}", path.display()))
+fn open_report_file(path: &std::path::Path) -> Result<std::fs::File> {
+    ironcage_sandbox::sys::create_nofollow(path, false).map_err(|e| {
+        let why = if e.raw_os_error() == Some(libc::ELOOP) {
+            "it is or lies under a symbolic link, and ironcage never writes through links (a sandbox may have planted one)".to_string()
+        } else {
+            e.to_string()
+        };
+        fail(exit_code::USAGE, format!("cannot write the report to {}: {why}", path.display()))
+    })
 }
 
 /// Opens the audit log for appending, creating its directory, never through a symlink.

@@ -812,10 +812,7 @@ both_modes!(
             .args(["--", "/bin/true"]);
         let (code, _, stderr) = spawn(c, None);
         assert_ne!(code, 0, "wrote the report through the link: {stderr}");
-        assert!(
-            stderr.contains("symbolic links are not followed"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("symbolic link"), "{stderr}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 );

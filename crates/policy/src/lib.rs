@@ -119,6 +119,7 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
         column,
         message,
     };
+    check_shape(text).map_err(|(line, message)| at(line, 1, message))?;
     let policy: Policy = serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -138,6 +139,75 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
         at(line, column, format!("{field}: {message}"))
     })?;
     Ok(policy)
+}
+
+/// Largest policy accepted, and deepest nesting: a policy is a page of settings, and the
+/// limits keep a crafted file (deep nesting, alias bombs) from eating memory or CPU.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+const MAX_NESTING: usize = 32;
+
+/// Rejects what no policy needs and a hostile file could abuse, before the YAML parser runs:
+/// oversized text, YAML anchors and aliases, deep flow nesting. Returns (line, message).
+fn check_shape(text: &str) -> Result<(), (usize, String)> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err((
+            1,
+            format!(
+                "policy is {} bytes; the limit is {MAX_POLICY_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let mut in_single = false;
+        let mut in_double = false;
+        let mut prev = ' ';
+        let chars: Vec<char> = line.chars().collect();
+        for (k, &c) in chars.iter().enumerate() {
+            let next = chars.get(k + 1).copied().unwrap_or(' ');
+            match c {
+                '#' if !in_single && !in_double && (prev == ' ' || prev == '\t') => break,
+                '\'' if !in_double => in_single = !in_single,
+                '"' if !in_single && prev != '\\' => in_double = !in_double,
+                '[' | '{' if !in_single && !in_double => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err((i + 1, format!("nesting deeper than {MAX_NESTING} levels")));
+                    }
+                }
+                ']' | '}' if !in_single && !in_double => depth = depth.saturating_sub(1),
+                '&' | '*'
+                    if !in_single
+                        && !in_double
+                        && node_start(&chars[..k], depth > 0)
+                        && (next.is_alphanumeric() || next == '_' || next == '-') =>
+                {
+                    return Err((i + 1, "YAML anchors and aliases (&name, *name) are not accepted in policies; write the values out".into()));
+                }
+                '\t' if !in_single
+                    && !in_double
+                    && chars[..k].iter().all(|c| c.is_whitespace()) =>
+                {
+                    return Err((
+                        i + 1,
+                        "a tab in the indentation; YAML indents with spaces".into(),
+                    ));
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a node may start here: at the start of a line, right after `key:` or `- `, or
+/// inside `[...]`/`{...}` after `[`, `{` or `,` (elsewhere `&` and `*` are plain text).
+fn node_start(before: &[char], in_flow: bool) -> bool {
+    let s: String = before.iter().collect();
+    let s = s.trim_end();
+    s.is_empty() || s.ends_with([':', '-']) || (in_flow && s.ends_with(['[', '{', ',']))
 }
 
 /// Loads a policy file from a path.
@@ -232,6 +302,9 @@ pub fn list_profiles() -> Vec<(String, Origin)> {
     out
 }
 
+/// Longest session a policy may ask for.
+pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
+
 /// A validation failure: (field path, text to locate in the source, message).
 type Invalid = (&'static str, Option<String>, String);
 
@@ -254,6 +327,21 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
                     "`{}` does not exist on this host (mark the entry `optional: true` to skip it when absent)",
                     b.host_path.display()
                 ),
+            ));
+        }
+    }
+    let all_host = fs
+        .immutable_paths
+        .iter()
+        .chain(&fs.output_paths)
+        .map(|b| &b.host_path)
+        .chain(p.audit.log_path.iter());
+    for h in all_host {
+        if h.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err((
+                "filesystem",
+                None,
+                "a path must not contain a NUL byte".into(),
             ));
         }
     }
@@ -368,7 +456,7 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
 
     let r = &p.resources;
     if let Some(c) = r.cpu_shares {
-        if !(c > 0.0 && c <= 1024.0) {
+        if !(0.01..=1024.0).contains(&c) {
             return Err((
                 "resources.cpu_shares",
                 Some(c.to_string()),
@@ -376,14 +464,28 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
             ));
         }
     }
-    if r.pids_limit == Some(0) {
-        return Err(("resources.pids_limit", None, "must be at least 1".into()));
+    if r.pids_limit.is_some_and(|n| n < 2) {
+        return Err((
+            "resources.pids_limit",
+            None,
+            "must be at least 2 (the sandbox's init and the command)".into(),
+        ));
     }
-    if r.session_timeout_seconds == Some(0) {
+    if r.session_timeout_seconds
+        .is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECONDS)
+    {
         return Err((
             "resources.session_timeout_seconds",
             None,
-            "must be at least 1".into(),
+            format!("must be between 1 and {MAX_TIMEOUT_SECONDS} (a year)"),
+        ));
+    }
+    if !p.capabilities.default_drop {
+        return Err((
+            "capabilities.default_drop",
+            None,
+            "false is not supported: every capability is dropped except those listed under add"
+                .into(),
         ));
     }
     if let Some(m) = r.memory_limit_bytes {
@@ -443,6 +545,18 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
 /// When the message quotes the offending value (`like this`), point at the value itself
 /// and, for a mapping entry, name its key in the field path.
 fn refine(text: &str, line: usize, column: usize, msg: String) -> (usize, usize, String) {
+    // Structural errors already point at the right place and quote a field name, not a value.
+    if [
+        "missing field",
+        "unknown field",
+        "duplicate",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|k| msg.contains(k))
+    {
+        return (line, column, msg);
+    }
     let quoted = msg
         .split('`')
         .nth(1)
@@ -469,7 +583,10 @@ fn refine(text: &str, line: usize, column: usize, msg: String) -> (usize, usize,
         };
         let col = skip + pos;
         let mut msg = msg;
-        let before = l[..col].trim().trim_start_matches("- ");
+        let before = l[..col]
+            .trim_end_matches(['"', '\''])
+            .trim()
+            .trim_start_matches("- ");
         if let Some(key) = before
             .strip_suffix(':')
             .map(str::trim)
@@ -484,6 +601,23 @@ fn refine(text: &str, line: usize, column: usize, msg: String) -> (usize, usize,
         return (i + 1, col + 1, msg);
     }
     (line, column, msg)
+}
+
+/// Where `needle` occurs in `line` as a whole value: not inside a longer word (so `out`
+/// is not found inside `output_paths:`).
+fn find_value(line: &str, needle: &str) -> Option<usize> {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut from = 0;
+    while let Some(pos) = line[from..].find(needle) {
+        let at = from + pos;
+        let before = line[..at].chars().next_back();
+        let after = line[at + needle.len()..].chars().next();
+        if !word(before) && !word(after) {
+            return Some(at);
+        }
+        from = at + needle.len().max(1);
+    }
+    None
 }
 
 /// Finds a line and column for a validation error: the first occurrence of `needle` after
@@ -512,7 +646,7 @@ fn locate(text: &str, field: &str, needle: Option<&str>) -> (usize, usize) {
             if i > from && top_level {
                 break; // the next top-level section
             }
-            if let Some(col) = line.find(needle) {
+            if let Some(col) = find_value(line, needle) {
                 return (i + 1, col + 1);
             }
         }

@@ -92,6 +92,9 @@ impl<'de> Deserialize<'de> for SandboxPath {
 }
 
 fn sandbox_path(text: &str) -> Result<PathBuf, String> {
+    if text.contains('\0') {
+        return Err("a path must not contain a NUL byte".into());
+    }
     if !text.starts_with('/') {
         return Err(format!("sandbox path `{text}` must be absolute"));
     }
@@ -108,7 +111,8 @@ fn sandbox_path(text: &str) -> Result<PathBuf, String> {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Syscalls {
-    #[serde(default)]
+    /// Allow-list mode unless the policy says otherwise, whether or not the section exists.
+    #[serde(default = "yes")]
     pub default_deny: bool,
     #[serde(default)]
     pub allow: Vec<Syscall>,

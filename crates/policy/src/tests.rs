@@ -159,3 +159,67 @@ fn profiles_are_found_by_name_in_policies_dir() {
         Origin::BuiltIn("ai-strict")
     );
 }
+
+#[test]
+fn a_syscalls_section_without_default_deny_stays_allow_list() {
+    let p = parse("name: x\nsyscalls:\n  deny: [ptrace]\n", &origin());
+    // deny-only in allow-list mode is fine; the mode must not flip to deny-list silently.
+    assert!(p.unwrap().syscalls.default_deny);
+    let p = parse("name: x\nsyscalls: {}\n", &origin()).unwrap();
+    assert!(p.syscalls.default_deny);
+}
+
+#[test]
+fn hostile_shapes_are_refused_before_parsing() {
+    let e = err("name: &a x\ndescription: *a\n");
+    assert!(e.contains("anchors and aliases"), "{e}");
+    let deep = format!(
+        "name: x\ndescription: {}{}\n",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert!(err(&deep).contains("nesting deeper"), "too deep");
+    let big = format!(
+        "name: x\ndescription: \"{}\"\n",
+        "a".repeat(MAX_POLICY_BYTES)
+    );
+    assert!(err(&big).contains("the limit is"));
+    let e = err("name: x\nresources:\n\tpids_limit: 3\n");
+    assert!(e.starts_with("p.yaml:3:1: a tab in the indentation"), "{e}");
+    // An ampersand in prose is not an anchor.
+    parse("name: x\ndescription: R & D, *not* an alias\n", &origin()).unwrap();
+}
+
+#[test]
+fn more_bad_values_are_refused() {
+    let e = err("name: x\nfilesystem:\n  scratch_paths: [\"/x\\0y\"]\n");
+    assert!(e.contains("NUL"), "{e}");
+    let e = err("name: x\nresources:\n  block_io_limit: 100Mbps\n");
+    assert!(e.contains("bits"), "{e}");
+    let e = err("name: x\nresources:\n  session_timeout_seconds: 18446744073709551615\n");
+    assert!(
+        e.contains("session_timeout_seconds: must be between 1 and"),
+        "{e}"
+    );
+    let e = err("name: x\nresources:\n  pids_limit: 1\n");
+    assert!(e.contains("at least 2"), "{e}");
+    let e = err("name: x\nresources:\n  cpu_shares: 0.0000001\n");
+    assert!(e.contains("cpu_shares"), "{e}");
+    let e = err("name: x\ncapabilities:\n  default_drop: false\n");
+    assert!(e.contains("default_drop: false is not supported"), "{e}");
+}
+
+#[test]
+fn structural_errors_point_at_their_place() {
+    let e = err("description: \"a named profile\"\n");
+    assert!(e.starts_with("p.yaml:1:1: missing field `name`"), "{e}");
+    let e = err(
+        "name: x\nfilesystem:\n  output_paths:\n    - host_path: out\n      sandbox_path: /o\n",
+    );
+    assert!(
+        e.starts_with("p.yaml:4:18: filesystem.output_paths.host_path"),
+        "{e}"
+    );
+    let e = err("name: x\nresources:\n  block_io_limit: \"100MB\"\n");
+    assert!(e.contains("resources.block_io_limit"), "{e}");
+}

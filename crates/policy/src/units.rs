@@ -57,6 +57,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn parse_rate(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let lower = t.to_ascii_lowercase();
+    if t.trim_end_matches("ps")
+        .trim_end_matches("/s")
+        .ends_with('b')
+    {
+        return Err(format!(
+            "`{text}`: a lowercase b means bits; write bytes per second with B, e.g. 100MBps"
+        ));
+    }
     let body = if let Some(b) = lower.strip_suffix("ps") {
         &t[..b.len()]
     } else if let Some(b) = lower.strip_suffix("/s") {

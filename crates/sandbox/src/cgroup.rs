@@ -303,6 +303,32 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// Where a rootless supervisor on cgroup v2 moves itself inside its delegated cgroup.
+pub const SUPERVISOR_LEAF: &str = "ironcage-supervisor";
+
+/// Creates a run cgroup that must be new: a leftover with the same name (pid reuse, or
+/// the same pid in every container) would carry old OOM and pids counters into our report.
+/// A leftover that is empty is removed and replaced; a busy one is an error.
+fn mkdir_new(path: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_dir(path).map_err(|source| CgroupError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            fs::create_dir(path).map_err(|source| CgroupError::Create {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
     fs::create_dir_all(path).map_err(|source| CgroupError::Create {
         path: path.to_path_buf(),
@@ -343,7 +369,7 @@ impl RunCgroup {
                         mkdir_all(base)?;
                     }
                     let dir = base.join(name);
-                    mkdir(&dir).map_err(|e| hint_delegate(e, base))?;
+                    mkdir_new(&dir).map_err(|e| hint_delegate(e, base))?;
                     dirs.push((Some(*c), dir));
                 }
                 RunCgroup {
@@ -382,6 +408,15 @@ impl RunCgroup {
                         write(&dir.join("cgroup.subtree_control"), enable.trim())?;
                     }
                 } else if !wanted.is_empty() {
+                    // A delegated cgroup we live in (systemd-run --user --scope): cgroup v2
+                    // lets a cgroup hand controllers to children only while it holds no
+                    // process, so the supervisor first moves into a leaf of its own.
+                    let leaf = base.join(SUPERVISOR_LEAF);
+                    mkdir(&leaf)?;
+                    write(
+                        &leaf.join("cgroup.procs"),
+                        &crate::sys::getpid().to_string(),
+                    )?;
                     let enable: String = wanted
                         .iter()
                         .map(|c| format!("+{} ", c.v2_name()))
@@ -389,7 +424,7 @@ impl RunCgroup {
                     write(&base.join("cgroup.subtree_control"), enable.trim())?;
                 }
                 let dir = base.join(name);
-                mkdir(&dir)?;
+                mkdir_new(&dir)?;
                 RunCgroup {
                     version: 2,
                     dirs: vec![(None, dir)],
@@ -835,6 +870,48 @@ mod tests {
     fn block_devices_are_whole_real_disks() {
         let text = "major minor  #blocks  name\n\n   7        0      1 loop0\n   7       10      1 loop10\n 254        0  1000 vda\n 254        1   900 vda1\n 259        0  1000 nvme0n1\n 259        1   500 nvme0n1p1\n 252        0   100 zram0\n   8       16   100 sdb\n   8       17   100 sdb1\n";
         assert_eq!(block_devices(text), vec!["254:0", "259:0", "8:16"]);
+    }
+
+    #[test]
+    fn rootless_v2_moves_the_supervisor_into_a_leaf_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let scope = tmp.path().join("app.slice/run-1.scope");
+        fs::create_dir_all(&scope).unwrap();
+        fs::write(scope.join("cgroup.subtree_control"), "").unwrap();
+        let parent = Parent::V2 {
+            dir: scope.clone(),
+            controllers: Controller::ALL.to_vec(),
+        };
+        let limits = Limits {
+            pids: Some(10),
+            ..Limits::default()
+        };
+        RunCgroup::create(&parent, "run-9-0", &limits, &[], false).unwrap();
+        let leaf_procs =
+            fs::read_to_string(scope.join(SUPERVISOR_LEAF).join("cgroup.procs")).unwrap();
+        assert_eq!(leaf_procs, crate::sys::getpid().to_string());
+        assert_eq!(
+            fs::read_to_string(scope.join("cgroup.subtree_control")).unwrap(),
+            "+pids"
+        );
+        assert_eq!(
+            fs::read_to_string(scope.join("run-9-0/pids.max")).unwrap(),
+            "10"
+        );
+    }
+
+    #[test]
+    fn a_leftover_run_cgroup_is_replaced_not_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = fake_v1(tmp.path());
+        let stale = tmp.path().join("pids/ironcage/run-5-0");
+        fs::create_dir_all(&stale).unwrap();
+        let limits = Limits {
+            pids: Some(10),
+            ..Limits::default()
+        };
+        RunCgroup::create(&parent, "run-5-0", &limits, &[], true).unwrap();
+        assert_eq!(fs::read_to_string(stale.join("pids.max")).unwrap(), "10");
     }
 
     #[test]

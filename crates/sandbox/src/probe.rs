@@ -89,9 +89,25 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
             Ok(Parent::V1(usable))
         }
         Parent::V2 { dir, controllers } => {
-            if !writable_dir(dir) || !dir.join("cgroup.subtree_control").exists() {
+            let writable = writable_dir(dir)
+                && sys::access_write(&dir.join("cgroup.procs"))
+                && sys::access_write(&dir.join("cgroup.subtree_control"));
+            if !writable {
                 return Err(format!(
                     "this process's cgroup {} is not delegated to uid {uid}",
+                    dir.display()
+                ));
+            }
+            // We will move into a leaf and enable controllers here, which cgroup v2 allows
+            // only if no other process lives in this cgroup (a terminal's scope has the shell).
+            let me = sys::getpid().to_string();
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            if procs
+                .lines()
+                .any(|p| p.trim() != me && !p.trim().is_empty())
+            {
+                return Err(format!(
+                    "this process's cgroup {} also holds other processes",
                     dir.display()
                 ));
             }

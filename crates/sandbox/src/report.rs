@@ -24,6 +24,8 @@ pub mod exit_code {
     pub const NOT_FOUND: i32 = 127;
 }
 
+pub const REPORT_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -85,6 +87,8 @@ pub enum Violation {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
+    pub report_version: u32,
     pub policy: String,
     pub command: Vec<String>,
     pub outcome: Outcome,

@@ -227,7 +227,7 @@ fn run_in(
     };
 
     let pidfd = sys::pidfd_open(pid).map_err(io("pidfd_open"))?;
-    let deadline = plan.timeout.map(|t| started + t);
+    let deadline = plan.timeout.and_then(|t| started.checked_add(t));
     let mut timed_out = false;
     let mut status_buf = Vec::new();
     let mut status_open = true;
@@ -417,7 +417,10 @@ fn run_in(
     };
     let rl = |w: Rlimit| plan.rlimits.iter().find(|(k, _)| *k == w).map(|(_, v)| *v);
     let limits = plan.cgroup.clone().unwrap_or_default();
+    // Milliseconds with microsecond precision (no float noise in the JSON).
+    let ms = |us: f64| (us).round() / 1000.0;
     Ok(RunReport {
+        report_version: crate::report::REPORT_VERSION,
         policy: ctx.policy_name.to_string(),
         command: plan.argv.clone(),
         outcome,
@@ -425,9 +428,9 @@ fn run_in(
         signal: signal.map(sys::signal_name),
         ironcage_exit_code: ironcage_exit,
         error,
-        wall_time_ms: wall.as_secs_f64() * 1000.0,
-        cpu_user_ms: rusage.user_us as f64 / 1000.0,
-        cpu_system_ms: rusage.system_us as f64 / 1000.0,
+        wall_time_ms: ms(wall.as_micros() as f64),
+        cpu_user_ms: ms(rusage.user_us as f64),
+        cpu_system_ms: ms(rusage.system_us as f64),
         peak_memory_bytes: usage.peak_memory_bytes.or(Some(rusage.max_rss_kib * 1024)),
         limits: Limits {
             memory: LimitHit {
