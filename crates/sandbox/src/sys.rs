@@ -157,17 +157,26 @@ struct MountAttr {
 /// Opens a path as O_PATH without following any symlink in any component (openat2
 /// RESOLVE_NO_SYMLINKS), so a link planted by an earlier sandbox cannot redirect us.
 pub fn open_path_nofollow(path: &str) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
+    openat2_nofollow(
+        &cstr(path)?,
+        libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        0,
+    )
+}
+
+/// openat2(AT_FDCWD, path, flags, mode) refusing every symlink and magic link on the way.
+fn openat2_nofollow(path: &CStr, flags: libc::c_int, mode: u64) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.flags = flags as u64;
+    how.mode = mode;
     how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
+    // SAFETY: path is NUL-terminated; how is a valid open_how of the size passed.
     let fd = check(unsafe {
         libc::syscall(
             libc::SYS_openat2,
             libc::AT_FDCWD,
-            c.as_ptr(),
+            path.as_ptr(),
             &how as *const libc::open_how,
             size_of::<libc::open_how>(),
         )
@@ -1107,26 +1116,15 @@ pub fn restore_stdio(st: &StdioState) {
 pub fn create_nofollow(path: &std::path::Path, append: bool) -> io::Result<std::fs::File> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: open_how is plain data; zeroed is a valid value.
-    let mut how: libc::open_how = unsafe { zeroed() };
     let mode = if append {
         libc::O_APPEND
     } else {
         libc::O_TRUNC
     };
-    how.flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | mode) as u64;
-    how.mode = 0o644;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: c is NUL-terminated; how is a valid open_how of the size passed.
-    let fd = check(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            size_of::<libc::open_how>(),
-        )
-    })?;
-    // SAFETY: openat2 returned a new descriptor we now own.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd as RawFd) })
+    let fd = openat2_nofollow(
+        &c,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW | mode,
+        0o644,
+    )?;
+    Ok(std::fs::File::from(fd))
 }
