@@ -54,8 +54,8 @@ pub struct RunArgs {
     /// Print the plan as JSON and exit without running anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// The command and its arguments (after `--`, or after the last ironcage option).
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -406,3 +406,16 @@ both_modes!(
         }
     }
 );
+
+#[test]
+fn the_double_dash_is_optional() {
+    let s = Scratch::new();
+    let p = policy(&s, &[]);
+    let mut c = ironcage(Mode::Root);
+    c.arg("run")
+        .arg("--policy")
+        .arg(&p)
+        .args(["/bin/sh", "-c", "echo \"$0 $1\"", "a", "-b"]);
+    let (code, stdout, stderr) = spawn(c, None);
+    assert_eq!((code, stdout.as_str()), (0, "a -b\n"), "{stderr}");
+}
