@@ -55,7 +55,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The command and its arguments (after `--`, or after the last ironcage option).
-    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

@@ -122,8 +122,14 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         None => None,
     };
     // The report destination too: a typo in it must not cost a run whose report is lost.
+    // A report file is only checked here and opened afresh after the run: it may sit in a
+    // directory the sandbox can write, and the sandbox must not get hold of our descriptor's
+    // file (rename it away, scribble into it) while it runs.
     let mut report_out: Option<std::fs::File> = match (&args.report, args.report_fd) {
-        (Some(path), _) => Some(open_report_file(path)?),
+        (Some(path), _) => {
+            open_report_file(path)?;
+            None
+        }
         (None, Some(fd)) => Some(inherited_fd(fd)?),
         (None, None) => None,
     };
@@ -165,6 +171,11 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             report.limits.memory.limit.unwrap_or(0)
         ),
         _ => {}
+    }
+    if let Some(path) = &args.report {
+        report_out = Some(
+            open_report_file(path).map_err(|e| fail(exit_code::SETUP_FAILED, format!("{e:#}")))?,
+        );
     }
     if args.json || report_out.is_some() {
         let mut text = serde_json::to_string(&report)?;

@@ -870,3 +870,48 @@ both_modes!(
         assert_eq!(r.stdout, "64 ENOSPC\n", "{}", r.show());
     }
 );
+
+both_modes!(
+    fn probing_unknown_syscall_numbers_costs_nothing(mode: Mode) {
+        // Numbers past the kernel's table get ENOSYS in the filter: no notification, no report
+        // entry, nothing for the supervisor to remember.
+        let s = Scratch::new();
+        let code = format!(
+            "{SYSCALL}print(set(sc(n)[1] for n in range(1000, 21000)) == {{errno.ENOSYS}})\n"
+        );
+        let r = py(mode, &policy(&s, &[]), &code);
+        assert_eq!(r.stdout, "True\n", "{}", r.show());
+        assert!(
+            r.report["violations"].as_array().unwrap().is_empty(),
+            "{}",
+            r.show()
+        );
+    }
+);
+
+both_modes!(
+    fn the_report_file_cannot_be_swapped_during_the_run(mode: Mode) {
+        let s = Scratch::new();
+        let out = s.path.join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let p = policy(&s, &[&format!("filesystem:\n  immutable_paths:\n    - {{ host_path: /usr, sandbox_path: /usr }}\n    - {{ host_path: /lib, sandbox_path: /lib }}\n    - {{ host_path: /lib64, sandbox_path: /lib64, optional: true }}\n  scratch_paths: [/tmp]\n  output_paths:\n    - {{ host_path: {}, sandbox_path: /output }}\n  working_dir: /tmp\n", out.display())]);
+        let report = out.join("report.json");
+        // The sandbox moves the (pre-created) report away and forges one in its place.
+        let code = "import os\nif os.path.exists('/output/report.json'):\n    os.rename('/output/report.json', '/output/moved')\nopen('/output/report.json', 'w').write('{\"outcome\": \"forged\"}')\n";
+        let mut c = ironcage(mode);
+        c.arg("run")
+            .arg("--policy")
+            .arg(&p)
+            .arg("--report")
+            .arg(&report)
+            .args(["--", "/usr/bin/python3", "-c", code]);
+        let (rc, _, stderr) = spawn(c, None);
+        assert_eq!(rc, 0, "{stderr}");
+        let text = std::fs::read_to_string(&report).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["outcome"], "exited", "{text}");
+    }
+);

@@ -62,6 +62,11 @@ pub fn number(name: &str) -> Option<u32> {
         .map(|i| SYSCALLS_X86_64[i].1)
 }
 
+/// The highest syscall number in the table.
+pub fn max_number() -> u32 {
+    SYSCALLS_X86_64.iter().map(|(_, n)| *n).max().unwrap_or(0)
+}
+
 /// The kernel name of an x86_64 syscall number, for reports.
 pub fn name_of(nr: u32) -> Option<&'static str> {
     SYSCALLS_X86_64

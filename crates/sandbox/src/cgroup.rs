@@ -306,27 +306,26 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
 /// Where a rootless supervisor on cgroup v2 moves itself inside its delegated cgroup.
 pub const SUPERVISOR_LEAF: &str = "ironcage-supervisor";
 
-/// Creates a run cgroup that must be new: a leftover with the same name (pid reuse, or
-/// the same pid in every container) would carry old OOM and pids counters into our report.
-/// A leftover that is empty is removed and replaced; a busy one is an error.
-fn mkdir_new(path: &Path) -> Result<(), CgroupError> {
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_dir(path).map_err(|source| CgroupError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            fs::create_dir(path).map_err(|source| CgroupError::Create {
-                path: path.to_path_buf(),
-                source,
-            })
+/// Creates a run cgroup that must be new: a leftover with the same name (pid reuse, the
+/// same pid in another pid namespace) may still belong to a live run elsewhere, and reusing
+/// it would mix two runs' limits and counters. Returns the name actually used.
+fn mkdir_new(base: &Path, name: &str) -> Result<PathBuf, CgroupError> {
+    for attempt in 0..100 {
+        let dir = if attempt == 0 {
+            base.join(name)
+        } else {
+            base.join(format!("{name}-{attempt}"))
+        };
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(CgroupError::Create { path: dir, source }),
         }
-        Err(source) => Err(CgroupError::Create {
-            path: path.to_path_buf(),
-            source,
-        }),
     }
+    Err(CgroupError::Unavailable(format!(
+        "{} has 100 run cgroups named {name}*",
+        base.display()
+    )))
 }
 
 fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
@@ -368,8 +367,7 @@ impl RunCgroup {
                     if create_parent {
                         mkdir_all(base)?;
                     }
-                    let dir = base.join(name);
-                    mkdir_new(&dir).map_err(|e| hint_delegate(e, base))?;
+                    let dir = mkdir_new(base, name).map_err(|e| hint_delegate(e, base))?;
                     dirs.push((Some(*c), dir));
                 }
                 RunCgroup {
@@ -423,8 +421,7 @@ impl RunCgroup {
                         .collect();
                     write(&base.join("cgroup.subtree_control"), enable.trim())?;
                 }
-                let dir = base.join(name);
-                mkdir_new(&dir)?;
+                let dir = mkdir_new(base, name)?;
                 RunCgroup {
                     version: 2,
                     dirs: vec![(None, dir)],
@@ -901,17 +898,24 @@ mod tests {
     }
 
     #[test]
-    fn a_leftover_run_cgroup_is_replaced_not_reused() {
+    fn an_existing_run_cgroup_is_never_reused() {
         let tmp = tempfile::tempdir().unwrap();
         let parent = fake_v1(tmp.path());
-        let stale = tmp.path().join("pids/ironcage/run-5-0");
-        fs::create_dir_all(&stale).unwrap();
+        let other = tmp.path().join("pids/ironcage/run-5-0");
+        fs::create_dir_all(&other).unwrap();
         let limits = Limits {
             pids: Some(10),
             ..Limits::default()
         };
-        RunCgroup::create(&parent, "run-5-0", &limits, &[], true).unwrap();
-        assert_eq!(fs::read_to_string(stale.join("pids.max")).unwrap(), "10");
+        let cg = RunCgroup::create(&parent, "run-5-0", &limits, &[], true).unwrap();
+        assert!(
+            !other.join("pids.max").exists(),
+            "another run's cgroup was touched"
+        );
+        assert_eq!(
+            cg.dirs().next().unwrap(),
+            tmp.path().join("pids/ironcage/run-5-0-1")
+        );
     }
 
     #[test]

@@ -783,6 +783,8 @@ pub fn seccomp_spec(
         calls,
         default,
         handshake: Some((nr("sendmsg"), handshake_fd)),
+        // Past the kernel's table: ENOSYS, as the kernel itself would answer, unreported.
+        beyond: Some((syscalls::max_number() + 1, Action::Errno(ENOSYS))),
     }
 }
 

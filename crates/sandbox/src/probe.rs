@@ -63,9 +63,27 @@ pub fn cgroup_parent(layout: &Layout, is_root: bool, uid: u32) -> Result<Parent,
         return Err("no cgroup filesystem is mounted".into());
     }
     if is_root {
-        return layout
-            .root_parent()
-            .ok_or_else(|| "no usable cgroup hierarchy".into());
+        let parent = layout.root_parent().ok_or("no usable cgroup hierarchy")?;
+        // A read-only cgroupfs (a container's default) cannot host our subtree: say so now,
+        // where --best-effort can act on it, rather than fail after planning.
+        let dirs: Vec<std::path::PathBuf> = match &parent {
+            Parent::V1(map) => map.values().cloned().collect(),
+            Parent::V2 { dir, .. } => vec![dir.clone()],
+        };
+        for dir in dirs {
+            let existing = dir
+                .ancestors()
+                .find(|p| p.exists())
+                .unwrap_or(&dir)
+                .to_path_buf();
+            if !sys::access_write(&existing) {
+                return Err(format!(
+                    "{} is not writable (a read-only cgroup mount, as in a container?)",
+                    existing.display()
+                ));
+            }
+        }
+        return Ok(parent);
     }
     let parent = layout
         .user_parent(uid)

@@ -598,7 +598,11 @@ fn serve_notifications(sock: OwnedFd, seen: Arc<Mutex<Seen>>, rules: NetRules) {
 /// an observation for the report, never a decision: the kernel enforces independently.
 fn judge_network(n: &sys::Notification, rules: &NetRules) -> Option<(String, String, u16, String)> {
     let syscall = ironcage_policy::syscalls::name_of(n.nr as u32)?.to_string();
-    let len = (n.args[2] as usize).min(128);
+    // The kernel refuses addresses longer than sockaddr_storage (EINVAL): nothing to judge.
+    if n.args[2] > 128 {
+        return None;
+    }
+    let len = n.args[2] as usize;
     let mut buf = [0u8; 128];
     let got = sys::read_process_memory(n.pid as i32, n.args[1], &mut buf[..len]).ok()?;
     let (ip, port) = parse_sockaddr(&buf[..got])?;
@@ -648,6 +652,9 @@ fn judge_path(
         _ => return None,
     };
     let raw = read_c_string(n.pid as i32, ptr)?;
+    if raw.is_empty() {
+        return None;
+    }
     let path = if raw.starts_with('/') {
         std::path::PathBuf::from(&raw)
     } else {
@@ -656,7 +663,13 @@ fn judge_path(
         } else {
             format!("/proc/{}/fd/{dirfd}", n.pid)
         };
-        std::fs::read_link(base).ok()?.join(&raw)
+        // A dirfd that is no directory (a pipe: "pipe:[123]") makes the kernel fail the
+        // call with ENOTDIR; there is no path to report.
+        let base = std::fs::read_link(base).ok()?;
+        if !base.is_absolute() {
+            return None;
+        }
+        base.join(&raw)
     };
     let path = normalize(&path);
     if path.starts_with("/dev")
@@ -682,7 +695,7 @@ fn read_c_string(pid: i32, mut addr: u64) -> Option<String> {
         let got = sys::read_process_memory(pid, addr, &mut buf).ok()?;
         if let Some(end) = buf[..got].iter().position(|b| *b == 0) {
             out.extend_from_slice(&buf[..end]);
-            return String::from_utf8(out).ok();
+            return Some(String::from_utf8_lossy(&out).into_owned());
         }
         out.extend_from_slice(&buf[..got]);
         addr += got as u64;

@@ -120,6 +120,9 @@ pub struct FilterSpec {
     /// `sendmsg(fd, ...)` on this fd is allowed before any other rule. The fd number is
     /// above RLIMIT_NOFILE, so the sandboxed program can never own a descriptor with it.
     pub handshake: Option<(u32, u32)>,
+    /// Numbers from this one up name no syscall the kernel has: they get this action
+    /// (ENOSYS, quietly) instead of `default`, so probing them costs the supervisor nothing.
+    pub beyond: Option<(u32, Action)>,
 }
 
 /// Compiles to BPF. The syscall number is dispatched through a balanced binary search
@@ -178,6 +181,12 @@ pub fn compile(spec: &FilterSpec) -> Result<Vec<Insn>, String> {
         next = nr + 1;
     }
     push_segment(&mut segments, next, default);
+    if let Some((first, action)) = spec.beyond {
+        if first >= next {
+            let target = target_of(&mut asm, &CallRules::always(action))?;
+            push_segment(&mut segments, first, target);
+        }
+    }
     asm.tree(&segments);
     for (label, code) in blocks {
         asm.bind(label);
@@ -363,6 +372,7 @@ mod tests {
             calls,
             default: Action::Report,
             handshake: Some((46, 1024)),
+            beyond: None,
         }
     }
 
@@ -437,6 +447,7 @@ mod tests {
             calls: calls.clone(),
             default: Action::Report,
             handshake: None,
+            beyond: Some((600, Action::Errno(38))),
         };
         let p = compile(&spec).unwrap();
         for nr in 0..460u32 {
@@ -459,6 +470,7 @@ mod tests {
             calls,
             default: Action::Report,
             handshake: None,
+            beyond: None,
         })
         .unwrap();
         assert!(p.len() < 20, "{} instructions", p.len());
@@ -474,6 +486,7 @@ mod tests {
             calls,
             default: Action::Allow,
             handshake: None,
+            beyond: None,
         })
         .unwrap();
         assert_eq!(run(&p, AUDIT_ARCH_X86_64, 101, [0; 6]), RET_USER_NOTIF);

@@ -943,14 +943,31 @@ pub fn spawn_shared<F: FnOnce() -> libc::c_int>(f: F) -> io::Result<i32> {
             None => 127,
         }
     }
+    // The child's stack: 1 MiB with an inaccessible guard page below it, so an overflow
+    // faults instead of running into init's heap (which the child shares).
     const STACK: usize = 1 << 20;
-    let mut stack: Vec<u8> = Vec::with_capacity(STACK);
-    // SAFETY: the capacity was just allocated; computing the end pointer stays in bounds.
-    let top = unsafe { stack.as_mut_ptr().add(STACK) };
-    let top = (top as usize & !15) as *mut libc::c_void;
+    const GUARD: usize = 4096;
+    // SAFETY: an anonymous private mapping; no existing memory is touched.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            STACK + GUARD,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the first page of the mapping we just made.
+    unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) };
+    // SAFETY: the end of the mapping, 16-byte aligned (mmap returns page-aligned memory).
+    let top = unsafe { base.cast::<u8>().add(STACK + GUARD) }.cast::<libc::c_void>();
     let mut slot = Some(f);
-    // SAFETY: `top` is the 16-byte aligned end of a 1 MiB allocation used only as the
-    // child's stack; the trampoline's argument outlives the child's use of it (see above).
+    // SAFETY: `top` is the end of a mapping used only as the child's stack; the
+    // trampoline's argument outlives the child's use of it (see above).
     let pid = unsafe {
         libc::clone(
             trampoline::<F>,
@@ -959,11 +976,13 @@ pub fn spawn_shared<F: FnOnce() -> libc::c_int>(f: F) -> io::Result<i32> {
             (&mut slot as *mut Option<F>).cast(),
         )
     };
-    drop(stack);
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    let err = (pid < 0).then(io::Error::last_os_error);
+    // SAFETY: CLONE_VFORK returned, so the child has exec'd or exited: its stack is unused.
+    unsafe { libc::munmap(base, STACK + GUARD) };
+    match err {
+        Some(e) => Err(e),
+        None => Ok(pid),
     }
-    Ok(pid)
 }
 
 pub fn close(fd: RawFd) {
