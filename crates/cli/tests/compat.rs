@@ -32,29 +32,17 @@ fn cage_profile(
     cmd: &[&str],
     stdin: Option<&str>,
 ) -> Run {
-    let s = Scratch::new();
-    let report = s.path.join("report.json");
-    let mut c = ironcage(mode);
-    c.arg("run")
-        .arg("--profile")
-        .arg(profile)
-        .arg("--report")
-        .arg(&report);
-    for (k, v) in BASE_ENV.iter().chain(env) {
-        c.arg("--env").arg(format!("{k}={v}"));
+    let env: Vec<String> = BASE_ENV
+        .iter()
+        .chain(env)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--profile".as_ref(), profile.as_ref()];
+    for e in &env {
+        args.push("--env".as_ref());
+        args.push(e.as_ref());
     }
-    c.arg("--").args(cmd);
-    let (code, stdout, stderr) = spawn(c, stdin);
-    let report = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    Run {
-        code,
-        stdout,
-        stderr,
-        report,
-    }
+    run_with_report(mode, &args, cmd, stdin)
 }
 
 /// The unsandboxed reference: the same command on the host, as the same user (root, or the

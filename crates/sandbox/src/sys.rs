@@ -451,6 +451,18 @@ pub fn install_seccomp(prog: &[Insn], listener: bool) -> io::Result<Option<RawFd
     Ok(listener.then_some(ret as RawFd))
 }
 
+/// A msghdr carrying one data byte (`iov`) and room for one SCM_RIGHTS descriptor in
+/// `cbuf` (CMSG_SPACE(sizeof(int)) is 24 on x86_64; u64s keep it aligned).
+fn one_byte_msghdr(iov: &mut libc::iovec, cbuf: &mut [u64; 4]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 4]>();
+    msg
+}
+
 /// Sends one descriptor over a unix socket (SCM_RIGHTS). Does not allocate.
 pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
@@ -458,13 +470,8 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // CMSG_SPACE(sizeof(int)) is 24 on x86_64; use a u64 array for alignment.
     let mut cbuf = [0u64; 4];
-    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
+    let mut msg = one_byte_msghdr(&mut iov, &mut cbuf);
     // SAFETY: CMSG_SPACE is a pure size computation.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
     // SAFETY: msg_control points at a buffer at least CMSG_SPACE(4) bytes long, so the
@@ -489,12 +496,7 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
         iov_len: 1,
     };
     let mut cbuf = [0u64; 4];
-    // SAFETY: msghdr is plain data; zeroed is a valid initial state.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = size_of::<[u64; 4]>();
+    let mut msg = one_byte_msghdr(&mut iov, &mut cbuf);
     loop {
         // SAFETY: msg points at live buffers of the sizes it declares.
         let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };

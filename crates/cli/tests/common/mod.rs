@@ -191,11 +191,10 @@ pub fn spawn(mut c: Command, stdin: Option<&str>) -> (i32, String, String) {
     )
 }
 
-/// Runs `ironcage run --policy POLICY [extra] -- CMD` and parses its report.
-pub fn cage_with(
+/// Runs `ironcage run ARGS --report FILE -- CMD` and parses its report.
+pub fn run_with_report(
     mode: Mode,
-    policy: &Path,
-    extra: &[&str],
+    args: &[&std::ffi::OsStr],
     cmd: &[&str],
     stdin: Option<&str>,
 ) -> Run {
@@ -203,11 +202,9 @@ pub fn cage_with(
     let report = s.path.join("report.json");
     let mut c = ironcage(mode);
     c.arg("run")
-        .arg("--policy")
-        .arg(policy)
+        .args(args)
         .arg("--report")
         .arg(&report)
-        .args(extra)
         .arg("--")
         .args(cmd);
     let (code, stdout, stderr) = spawn(c, stdin);
@@ -221,6 +218,19 @@ pub fn cage_with(
         stderr,
         report,
     }
+}
+
+/// Runs `ironcage run --policy POLICY [extra] -- CMD` and parses its report.
+pub fn cage_with(
+    mode: Mode,
+    policy: &Path,
+    extra: &[&str],
+    cmd: &[&str],
+    stdin: Option<&str>,
+) -> Run {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--policy".as_ref(), policy.as_os_str()];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_with_report(mode, &args, cmd, stdin)
 }
 
 pub fn cage(mode: Mode, policy: &Path, cmd: &[&str]) -> Run {
