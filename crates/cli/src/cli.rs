@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Pass an environment variable: NAME (value from here) or NAME=VALUE.
     #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
+    /// Share the caller's terminal instead of giving the sandbox a pty of its own (the
+    /// default when stdin and stdout are a terminal).
+    #[arg(long)]
+    pub no_tty: bool,
     /// Print the plan as JSON and exit without running anything.
     #[arg(long)]
     pub dry_run: bool,

@@ -139,6 +139,9 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         cgroup_parent: parent,
         block_devices: &facts.block_devices,
         is_root: facts.is_root,
+        relay_tty: !args.no_tty
+            && ironcage_sandbox::sys::isatty(0)
+            && ironcage_sandbox::sys::isatty(1),
     };
     let report = run::run(&plan, &ctx).map_err(|e| {
         fail(

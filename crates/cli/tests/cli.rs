@@ -419,3 +419,23 @@ fn the_double_dash_is_optional() {
     let (code, stdout, stderr) = spawn(c, None);
     assert_eq!((code, stdout.as_str()), (0, "a -b\n"), "{stderr}");
 }
+
+both_modes!(
+    fn on_a_terminal_the_sandbox_gets_a_pty_of_its_own(mode: Mode) {
+        // The caller sits on a pty (made here with python's pty module). Inside, the command
+        // has a terminal with job control; the caller's terminal settings come back unchanged.
+        let s = Scratch::new();
+        let p = policy(&s, &[]);
+        let inner = "import os, termios; print('tty', os.isatty(0), os.isatty(1), 'fg', os.tcgetpgrp(0) == os.getpgrp()); a = termios.tcgetattr(0); a[3] &= ~termios.ECHO; termios.tcsetattr(0, termios.TCSANOW, a)";
+        let outer = format!(
+        "import os, pty, sys, termios\npid, fd = pty.fork()\nif pid == 0:\n    os.execv('{bin}', ['ironcage', 'run', '--policy', '{p}', '--', '/usr/bin/python3', '-c', {inner:?}])\nout = b''\nwhile True:\n    try:\n        chunk = os.read(fd, 4096)\n    except OSError:\n        break\n    if not chunk:\n        break\n    out += chunk\n_, status = os.waitpid(pid, 0)\nprint(out.decode().replace('\\r', '').strip())\nprint('exit', os.waitstatus_to_exitcode(status))\n",
+        bin = binary().display(),
+        p = p.display(),
+    );
+        let mut c = as_mode(mode, "/usr/bin/python3");
+        c.args(["-c", &outer]);
+        let (code, stdout, stderr) = spawn(c, None);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert_eq!(stdout, "tty True True fg True\nexit 0\n", "{stderr}");
+    }
+);

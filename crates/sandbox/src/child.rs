@@ -65,6 +65,8 @@ pub struct ChildIo {
     /// Detached mount trees opened by the supervisor (root mode), aligned with
     /// `plan.mounts`; `None` where the child opens the source itself.
     pub detached: Vec<Option<OwnedFd>>,
+    /// (slave, master) of the pty the supervisor relays, when the caller is on a terminal.
+    pub tty: Option<(RawFd, RawFd)>,
 }
 
 /// Stage directory the new root is assembled on. Any existing directory would do: all bind
@@ -177,7 +179,12 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     // The workload shares our memory until it execs (vfork-style): it only reads the plan
     // and takes descriptor numbers, so nothing it does is undone or double-freed here.
     let (notify_fd, status_fd) = (io.notify.as_raw_fd(), io.status.as_raw_fd());
-    let workload = match sys::spawn_shared(|| workload_main(plan, notify_fd, status_fd)) {
+    let tty_slave = io.tty.map(|(slave, master)| {
+        sys::close(master); // the relay's end stays with the supervisor only
+        slave
+    });
+    let workload = match sys::spawn_shared(|| workload_main(plan, notify_fd, status_fd, tty_slave))
+    {
         Ok(pid) => pid,
         Err(e) => fail(status, "start workload", e),
     };
@@ -516,12 +523,22 @@ fn find_program(argv0: &str, path_var: &str) -> Option<CString> {
 }
 
 /// Entry point of the workload process. Never returns.
-fn workload_main(plan: &Plan, notify: RawFd, status_fd: RawFd) -> ! {
+fn workload_main(plan: &Plan, notify: RawFd, status_fd: RawFd, tty: Option<RawFd>) -> ! {
     let empty = sys::sigset(&[]);
     let _ = sys::set_sigmask(&empty);
     sys::reset_signal_dispositions();
     if let Err(e) = sys::setsid() {
         fail(status_fd, "setsid", e);
+    }
+    // With a relayed pty, it becomes stdin/stdout/stderr and the controlling terminal of the
+    // new session: a terminal of the sandbox's own, not the caller's.
+    if let Some(slave) = tty {
+        let r = (0..3)
+            .try_for_each(|fd| sys::dup2(slave, fd))
+            .and_then(|_| sys::set_controlling_tty(0));
+        if let Err(e) = r {
+            fail(status_fd, "terminal", e);
+        }
     }
     if let Err(e) = sys::chdir(&plan.working_dir.display().to_string()) {
         fail(

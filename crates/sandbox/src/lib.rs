@@ -16,6 +16,7 @@ pub mod report;
 pub mod run;
 pub mod seccomp;
 pub mod sys;
+pub mod tty;
 
 pub use plan::{make_plan, HostFacts, Plan, PlanError, Request};
 pub use report::{exit_code, RunReport};

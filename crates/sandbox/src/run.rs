@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub cgroup_parent: Option<&'a Parent>,
     pub block_devices: &'a [String],
     pub is_root: bool,
+    /// Give the sandbox a pty of its own and relay it to our stdin/stdout (a terminal).
+    pub relay_tty: bool,
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -112,6 +114,14 @@ fn run_in(
         });
     }
 
+    let mut relay = if ctx.relay_tty {
+        Some(crate::tty::Relay::open().map_err(io("open a pty for the sandbox"))?)
+    } else {
+        None
+    };
+    let tty_fds = relay
+        .as_ref()
+        .and_then(|r| r.slave.as_ref().map(|s| (s.as_raw_fd(), r.master_fd())));
     let (go_r, go_w) = sys::pipe().map_err(io("pipe"))?;
     let (st_r, st_w) = sys::pipe().map_err(io("pipe"))?;
     let (nt_parent, nt_child) = sys::socketpair().map_err(io("socketpair"))?;
@@ -166,12 +176,16 @@ fn run_in(
                     status: st_w,
                     notify: nt_child,
                     detached,
+                    tty: tty_fds,
                 },
             )
         }
         Some(pid) => pid,
     };
     drop((go_r, st_w, nt_child, detached));
+    if let Some(r) = relay.as_mut() {
+        r.slave = None;
+    }
 
     // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
     // id maps are written (the child may now create files and mount), "g" once it is in the
@@ -239,12 +253,18 @@ fn run_in(
                 .min(i32::MAX as u128) as i32,
             _ => -1,
         };
+        // [pidfd, signalfd, status pipe, relay fds...]; an entry with no events is ignored.
         let mut fds = vec![
             (pidfd.as_raw_fd(), libc::POLLIN),
             (sigfd.as_raw_fd(), libc::POLLIN),
+            (st_r.as_raw_fd(), if status_open { libc::POLLIN } else { 0 }),
         ];
-        if status_open {
-            fds.push((st_r.as_raw_fd(), libc::POLLIN));
+        if let Some(r) = relay.as_ref() {
+            fds.extend(
+                r.poll_set()
+                    .into_iter()
+                    .map(|(fd, ev)| (if ev == 0 { -1 } else { fd }, ev)),
+            );
         }
         let rev = match sys::poll(&fds, wait_ms) {
             Ok(r) => r,
@@ -256,7 +276,7 @@ fn run_in(
                 })
             }
         };
-        if rev.iter().all(|r| *r == 0) {
+        if !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
             // Deadline: kill init; the kernel then kills every process in its pid namespace.
             timed_out = true;
             let _ = sys::kill(pid, libc::SIGKILL);
@@ -267,23 +287,35 @@ fn run_in(
             }
             continue;
         }
-        if status_open && rev.get(2).is_some_and(|r| *r != 0) {
+        if status_open && rev[2] != 0 {
             let mut buf = [0u8; 4096];
             match sys::read(st_r.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(_) => status_open = false,
                 Ok(n) => status_buf.extend_from_slice(&buf[..n]),
             }
         }
+        if let Some(r) = relay.as_mut() {
+            r.handle(&rev[3..]);
+        }
         if rev[1] != 0 {
             while let Some(sig) = sys::signalfd_read(sigfd.as_raw_fd()) {
-                if sig != libc::SIGCHLD {
-                    let _ = sys::kill(pid, sig);
+                match (sig, relay.as_ref()) {
+                    (libc::SIGCHLD, _) => {}
+                    // With a relayed pty the size change goes to the sandbox's terminal,
+                    // which signals its own foreground processes.
+                    (libc::SIGWINCH, Some(r)) => r.resize(),
+                    _ => {
+                        let _ = sys::kill(pid, sig);
+                    }
                 }
             }
         }
         if rev[0] != 0 {
             break;
         }
+    }
+    if let Some(r) = relay.as_mut() {
+        r.drain();
     }
     let (_, raw, rusage) = sys::wait4(pid, 0).map_err(io("wait for sandbox"))?;
     let _ = sys::set_sigmask(&old_mask);

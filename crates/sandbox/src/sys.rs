@@ -1149,3 +1149,83 @@ pub fn create_nofollow(path: &std::path::Path, append: bool) -> io::Result<std::
     )?;
     Ok(std::fs::File::from(fd))
 }
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty takes an integer.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// A new pty pair sized like `size_from`'s terminal: (master, slave). The master is
+/// close-on-exec and non-blocking; the slave is handed to the sandbox.
+pub fn openpty_like(size_from: RawFd) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: winsize is plain data; the ioctl fills it or fails (then zeros are fine).
+    let mut ws: libc::winsize = unsafe { zeroed() };
+    // SAFETY: ws is a valid winsize for TIOCGWINSZ to fill.
+    unsafe { libc::ioctl(size_from, libc::TIOCGWINSZ, &mut ws) };
+    // SAFETY: m and s receive descriptors; name and termios are NULL; ws is valid.
+    check_int(unsafe { libc::openpty(&mut m, &mut s, ptr::null_mut(), ptr::null(), &ws) })?;
+    // SAFETY: openpty returned two new descriptors we now own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    // SAFETY: fcntl takes integers.
+    unsafe {
+        libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(
+            m,
+            libc::F_SETFL,
+            libc::fcntl(m, libc::F_GETFL) | libc::O_NONBLOCK,
+        );
+    }
+    Ok((master, slave))
+}
+
+/// Copies the terminal size of `from` onto the pty `to` (the kernel then sends SIGWINCH
+/// to the pty's foreground process group).
+pub fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: winsize is plain data.
+    let mut ws: libc::winsize = unsafe { zeroed() };
+    // SAFETY: ws is valid for both ioctls.
+    unsafe {
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Puts a terminal in raw mode (its previous settings are restored by `restore_stdio`).
+pub fn make_raw(fd: RawFd) {
+    // SAFETY: termios is plain data; tcgetattr fills it or fails.
+    let mut t: libc::termios = unsafe { zeroed() };
+    // SAFETY: t is valid for the calls.
+    unsafe {
+        if libc::tcgetattr(fd, &mut t) == 0 {
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(fd, libc::TCSANOW, &t);
+        }
+    }
+}
+
+/// Makes `fd` (a tty) the controlling terminal of our new session.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check_int(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) })?;
+    Ok(())
+}
+
+/// One write(2); returns how much was written.
+pub fn write_partial(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable slice of buf.len() bytes.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// dup2 without close-on-exec (for the standard descriptors).
+pub fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 takes integers.
+    check_int(unsafe { libc::dup2(fd, target) })?;
+    Ok(())
+}
