@@ -426,7 +426,7 @@ both_modes!(
         // has a terminal with job control; the caller's terminal settings come back unchanged.
         let s = Scratch::new();
         let p = policy(&s, &[]);
-        let inner = "import os, termios; print('tty', os.isatty(0), os.isatty(1), 'fg', os.tcgetpgrp(0) == os.getpgrp()); a = termios.tcgetattr(0); a[3] &= ~termios.ECHO; termios.tcsetattr(0, termios.TCSANOW, a)";
+        let inner = "import os, termios; print('tty', os.isatty(0), os.isatty(1), os.ttyname(0).startswith('/dev/pts/'), 'fg', os.tcgetpgrp(0) == os.getpgrp()); a = termios.tcgetattr(0); a[3] &= ~termios.ECHO; termios.tcsetattr(0, termios.TCSANOW, a)";
         let outer = format!(
         "import os, pty, sys, termios\npid, fd = pty.fork()\nif pid == 0:\n    os.execv('{bin}', ['ironcage', 'run', '--policy', '{p}', '--', '/usr/bin/python3', '-c', {inner:?}])\nout = b''\nwhile True:\n    try:\n        chunk = os.read(fd, 4096)\n    except OSError:\n        break\n    if not chunk:\n        break\n    out += chunk\n_, status = os.waitpid(pid, 0)\nprint(out.decode().replace('\\r', '').strip())\nprint('exit', os.waitstatus_to_exitcode(status))\n",
         bin = binary().display(),
@@ -436,6 +436,6 @@ both_modes!(
         c.args(["-c", &outer]);
         let (code, stdout, stderr) = spawn(c, None);
         assert_eq!(code, 0, "{stdout}{stderr}");
-        assert_eq!(stdout, "tty True True fg True\nexit 0\n", "{stderr}");
+        assert_eq!(stdout, "tty True True True fg True\nexit 0\n", "{stderr}");
     }
 );

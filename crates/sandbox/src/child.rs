@@ -65,8 +65,9 @@ pub struct ChildIo {
     /// Detached mount trees opened by the supervisor (root mode), aligned with
     /// `plan.mounts`; `None` where the child opens the source itself.
     pub detached: Vec<Option<OwnedFd>>,
-    /// (slave, master) of the pty the supervisor relays, when the caller is on a terminal.
-    pub tty: Option<(RawFd, RawFd)>,
+    /// Socket to hand the supervisor the master of a pty we open for the sandbox, when the
+    /// caller is on a terminal.
+    pub tty: Option<RawFd>,
 }
 
 /// Stage directory the new root is assembled on. Any existing directory would do: all bind
@@ -157,6 +158,20 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     if let Err((step, e)) = build_root(plan, io.detached) {
         fail(status, &step, e);
     }
+    // A terminal of the sandbox's own, on its devpts: the master goes to the supervisor,
+    // which relays it to the caller's terminal; the slave becomes the workload's stdio.
+    let tty_slave = match io.tty {
+        Some(sock) => match sys::open_pty_here()
+            .and_then(|(master, slave)| sys::send_fd(sock, master.as_raw_fd()).map(|_| slave))
+        {
+            Ok(slave) => {
+                sys::close(sock);
+                Some(slave)
+            }
+            Err(e) => fail(status, "open the sandbox's terminal", e),
+        },
+        None => None,
+    };
     // Wait until the supervisor has put us in the run cgroup.
     match sys::read(io.go.as_raw_fd(), &mut byte) {
         Ok(1) if byte[0] == b'g' => {}
@@ -179,10 +194,7 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     // The workload shares our memory until it execs (vfork-style): it only reads the plan
     // and takes descriptor numbers, so nothing it does is undone or double-freed here.
     let (notify_fd, status_fd) = (io.notify.as_raw_fd(), io.status.as_raw_fd());
-    let tty_slave = io.tty.map(|(slave, master)| {
-        sys::close(master); // the relay's end stays with the supervisor only
-        slave
-    });
+    let tty_slave = tty_slave.as_ref().map(|s| s.as_raw_fd());
     let workload = match sys::spawn_shared(|| workload_main(plan, notify_fd, status_fd, tty_slave))
     {
         Ok(pid) => pid,

@@ -114,14 +114,13 @@ fn run_in(
         });
     }
 
-    let mut relay = if ctx.relay_tty {
-        Some(crate::tty::Relay::open().map_err(io("open a pty for the sandbox"))?)
+    // For a relayed terminal: the socket on which init hands over its pty's master.
+    let tty_pair = if ctx.relay_tty {
+        Some(sys::socketpair().map_err(io("socketpair"))?)
     } else {
         None
     };
-    let tty_fds = relay
-        .as_ref()
-        .and_then(|r| r.slave.as_ref().map(|s| (s.as_raw_fd(), r.master_fd())));
+    let mut relay: Option<crate::tty::Relay> = None;
     let (go_r, go_w) = sys::pipe().map_err(io("pipe"))?;
     let (st_r, st_w) = sys::pipe().map_err(io("pipe"))?;
     let (nt_parent, nt_child) = sys::socketpair().map_err(io("socketpair"))?;
@@ -176,16 +175,14 @@ fn run_in(
                     status: st_w,
                     notify: nt_child,
                     detached,
-                    tty: tty_fds,
+                    tty: tty_pair.as_ref().map(|(_, c)| c.as_raw_fd()),
                 },
             )
         }
         Some(pid) => pid,
     };
     drop((go_r, st_w, nt_child, detached));
-    if let Some(r) = relay.as_mut() {
-        r.slave = None;
-    }
+    let tty_parent = tty_pair.map(|(p, _child_end_dropped_here)| p);
 
     // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
     // id maps are written (the child may now create files and mount), "g" once it is in the
@@ -208,6 +205,14 @@ fn run_in(
             }
             if let Some(cg) = cg_slot.as_ref() {
                 cg.add(pid)?;
+            }
+        }
+        // Init has opened the sandbox's terminal by now (it does so right after building
+        // the root): take the master and size it before the command can look.
+        if let Some(sock) = tty_parent.as_ref() {
+            if let Ok(Some(master)) = sys::recv_fd(sock.as_raw_fd()) {
+                sys::make_raw(0);
+                relay = Some(crate::tty::Relay::from_master(master));
             }
         }
         sys::write_all(go_w.as_raw_fd(), b"g").map_err(io("start sandbox"))?;

@@ -1229,3 +1229,37 @@ pub fn dup2(fd: RawFd, target: RawFd) -> io::Result<()> {
     check_int(unsafe { libc::dup2(fd, target) })?;
     Ok(())
 }
+
+/// Opens a new pty on the devpts instance behind `/dev/ptmx` (in the sandbox's own /dev):
+/// (master, slave), the slave opened from the master (TIOCGPTPEER), both without becoming
+/// our controlling terminal.
+pub fn open_pty_here() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: the path is a NUL-terminated literal.
+    let m = check_int(unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: a new descriptor we now own.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int.
+    check_int(unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) })?;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor.
+    let s = check_int(unsafe { libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY) })?;
+    // SAFETY: a new descriptor we now own.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(s) }))
+}
+
+pub fn set_nonblocking_cloexec(fd: RawFd) {
+    // SAFETY: fcntl takes integers.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        );
+    }
+}

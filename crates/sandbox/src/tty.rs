@@ -1,5 +1,6 @@
 //! A pty between the caller's terminal and the sandbox, used when stdin and stdout are a
-//! terminal: the sandbox gets a terminal of its own (job control, `tty`, raw mode all work)
+//! terminal. The sandbox's init opens it on the sandbox's own devpts and hands the master
+//! over (`child.rs`); here the supervisor relays it: the sandbox gets a terminal of its own (job control, `tty`, raw mode all work)
 //! and never touches the caller's. The supervisor relays bytes both ways and passes on
 //! window-size changes. The caller's terminal is put in raw mode for the run (keys such as
 //! ^C then reach the sandbox's terminal) and restored afterwards with the rest of stdio.
@@ -9,9 +10,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub struct Relay {
     master: OwnedFd,
-    /// The sandbox's end; the supervisor closes its copy once the sandbox holds one, so that
-    /// the pty reports a hang-up when the sandbox is gone.
-    pub slave: Option<OwnedFd>,
     /// Bytes read from our stdin, not yet accepted by the pty.
     to_pty: Vec<u8>,
     /// Bytes read from the pty, not yet accepted by our stdout.
@@ -23,17 +21,18 @@ pub struct Relay {
 const CHUNK: usize = 16 * 1024;
 
 impl Relay {
-    pub fn open() -> std::io::Result<Relay> {
-        let (master, slave) = sys::openpty_like(0)?;
-        sys::make_raw(0);
-        Ok(Relay {
+    /// Takes the master of the pty the sandbox's init opened on its own devpts (so the
+    /// names under the sandbox's /dev/pts are right) and sizes it like our terminal.
+    pub fn from_master(master: OwnedFd) -> Relay {
+        sys::set_nonblocking_cloexec(master.as_raw_fd());
+        sys::copy_winsize(0, master.as_raw_fd());
+        Relay {
             master,
-            slave: Some(slave),
             to_pty: Vec::new(),
             to_out: Vec::new(),
             stdin_open: true,
             pty_open: true,
-        })
+        }
     }
 
     pub fn master_fd(&self) -> RawFd {
