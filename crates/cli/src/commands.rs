@@ -139,9 +139,12 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         cgroup_parent: parent,
         block_devices: &facts.block_devices,
         is_root: facts.is_root,
+        // A pty of its own when we are the foreground job on a terminal (in the background,
+        // taking the terminal over would stop us with SIGTTOU).
         relay_tty: !args.no_tty
             && ironcage_sandbox::sys::isatty(0)
-            && ironcage_sandbox::sys::isatty(1),
+            && ironcage_sandbox::sys::isatty(1)
+            && ironcage_sandbox::sys::in_foreground(0),
     };
     let report = run::run(&plan, &ctx).map_err(|e| {
         fail(

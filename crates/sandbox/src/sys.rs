@@ -1126,8 +1126,21 @@ pub fn restore_stdio(st: &StdioState) {
             unsafe { libc::fcntl(fd, libc::F_SETFL, fl) };
         }
         if let Some(t) = &st.termios[fd as usize] {
-            // SAFETY: t is the termios read from this descriptor before the run.
-            unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+            // Only when changed: tcsetattr from a background process group would stop us
+            // with SIGTTOU (`ironcage run ... &` on a terminal).
+            // SAFETY: termios is plain data; tcgetattr fills it or fails.
+            let mut now: libc::termios = unsafe { zeroed() };
+            // SAFETY: now is valid for tcgetattr to fill.
+            let same = unsafe { libc::tcgetattr(fd, &mut now) } == 0
+                && now.c_iflag == t.c_iflag
+                && now.c_oflag == t.c_oflag
+                && now.c_cflag == t.c_cflag
+                && now.c_lflag == t.c_lflag
+                && now.c_cc == t.c_cc;
+            if !same {
+                // SAFETY: t is the termios read from this descriptor before the run.
+                unsafe { libc::tcsetattr(fd, libc::TCSANOW, t) };
+            }
         }
     }
 }
@@ -1262,4 +1275,10 @@ pub fn set_nonblocking_cloexec(fd: RawFd) {
             libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
         );
     }
+}
+
+/// Whether we are in the foreground process group of the terminal on `fd`.
+pub fn in_foreground(fd: RawFd) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp take integers / nothing.
+    unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
 }
