@@ -51,6 +51,16 @@ pub struct RunArgs {
     /// Pass an environment variable: NAME (value from here) or NAME=VALUE.
     #[arg(long = "env", short = 'e', value_name = "NAME[=VALUE]")]
     pub env: Vec<String>,
+    /// Bind a host path read-only into the sandbox: HOST[:SANDBOX] (SANDBOX defaults to the
+    /// absolute host path). E.g. `--ro .:/work --cwd /work` to run code from here.
+    #[arg(long = "ro", value_name = "HOST[:SANDBOX]")]
+    pub ro: Vec<String>,
+    /// Bind a host directory writable into the sandbox (like a policy output path).
+    #[arg(long = "rw", value_name = "HOST[:SANDBOX]")]
+    pub rw: Vec<String>,
+    /// Working directory inside the sandbox (overrides the policy's working_dir).
+    #[arg(long, value_name = "SANDBOX_PATH")]
+    pub cwd: Option<std::path::PathBuf>,
     /// Share the caller's terminal instead of giving the sandbox a pty of its own (the
     /// default when stdin and stdout are a terminal).
     #[arg(long)]

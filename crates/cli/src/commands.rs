@@ -80,15 +80,27 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             None => (e.clone(), None),
         })
         .collect();
+    let mut binds = Vec::new();
+    for (spec, writable) in args
+        .ro
+        .iter()
+        .map(|s| (s, false))
+        .chain(args.rw.iter().map(|s| (s, true)))
+    {
+        binds.push(parse_bind(spec, writable)?);
+    }
     let req = Request {
         argv: args.command.clone(),
         env,
         best_effort: args.best_effort,
+        binds,
+        cwd: args.cwd.clone(),
     };
     let facts = probe::host_facts();
     let plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
         Ok(p) => p,
         Err(e @ PlanError::Refused(_)) => return Err(fail(exit_code::DENIED, e)),
+        Err(e @ PlanError::BadBind(_)) => return Err(fail(exit_code::USAGE, e)),
         Err(e) => return Err(fail(exit_code::SETUP_FAILED, e)),
     };
     if args.dry_run {
@@ -199,6 +211,26 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         }
     }
     Ok(report.ironcage_exit_code)
+}
+
+/// `HOST[:SANDBOX]` -> (absolute host path, sandbox path, writable). The host path is made
+/// absolute against our working directory (not resolved through symlinks: a writable one is
+/// refused later if it has any).
+fn parse_bind(
+    spec: &str,
+    writable: bool,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, bool)> {
+    let (host, target) = match spec.split_once(':') {
+        Some((h, t)) => (h, Some(t)),
+        None => (spec, None),
+    };
+    let host = std::path::absolute(host)
+        .map_err(|e| fail(exit_code::USAGE, format!("--ro/--rw {spec}: {e}")))?;
+    let host = ironcage_policy::normalize_path(&host);
+    let target = target
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| host.clone());
+    Ok((host, target, writable))
 }
 
 /// Opens `/proc/self/fd/N` for writing: uses an inherited descriptor without `unsafe`.

@@ -439,3 +439,65 @@ both_modes!(
         assert_eq!(stdout, "tty True True True fg True\nexit 0\n", "{stderr}");
     }
 );
+
+both_modes!(
+    fn command_line_binds_bring_code_in_and_results_out(mode: Mode) {
+        let s = Scratch::new();
+        let p = policy(&s, &[]);
+        let proj = s.path.join("proj");
+        std::fs::create_dir(&proj).unwrap();
+        std::fs::write(
+            proj.join("agent.py"),
+            "import os\nopen('/out/result', 'w').write('from ' + os.getcwd())\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&proj, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::set_permissions(
+            proj.join("agent.py"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let out = s.path.join("out");
+        let ro = format!("{}:/work", proj.display());
+        let rw = format!("{}:/out", out.display());
+        let r = cage_with(
+            mode,
+            &p,
+            &["--ro", &ro, "--rw", &rw, "--cwd", "/work"],
+            &["/usr/bin/python3", "agent.py"],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.show());
+        assert_eq!(
+            std::fs::read_to_string(out.join("result")).unwrap(),
+            "from /work"
+        );
+        // The read-only bind stays read-only.
+        let r = cage_with(
+            mode,
+            &p,
+            &["--ro", &ro],
+            &["/usr/bin/python3", "-c", "open('/work/agent.py', 'a')"],
+            None,
+        );
+        assert_ne!(r.code, 0, "{}", r.show());
+        assert!(
+            r.stderr.contains("Read-only file system") || r.stderr.contains("Permission denied"),
+            "{}",
+            r.show()
+        );
+        assert!(std::fs::read_to_string(proj.join("agent.py"))
+            .unwrap()
+            .starts_with("import os"));
+        // Bad binds are usage errors, before anything runs.
+        for bad in [
+            &["--ro", "/usr:/proc/x"][..],
+            &["--cwd", "/nowhere"][..],
+            &["--ro", "/no/such/dir:/x"][..],
+        ] {
+            let r = cage_with(mode, &p, bad, &["/bin/true"], None);
+            assert_eq!(r.code, 2, "{bad:?}: {}", r.show());
+        }
+    }
+);

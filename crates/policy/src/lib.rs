@@ -193,6 +193,21 @@ const fn libc_o_nonblock() -> i32 {
     0o4000
 }
 
+/// Lexical normalisation of an absolute path ("." and ".." removed, no symlinks resolved).
+pub fn normalize_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(x) => out.push(x),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Loads a policy file from a path.
 pub fn load_file(path: &Path) -> Result<Loaded, PolicyError> {
     let text = read_bounded(path).map_err(|source| PolicyError::Read {

@@ -20,6 +20,10 @@ pub struct Request {
     /// `--env NAME` (value from the host) or `--env NAME=VALUE`.
     pub env: Vec<(String, Option<String>)>,
     pub best_effort: bool,
+    /// `--ro` / `--rw` binds added for this run: (host path, sandbox path, writable).
+    pub binds: Vec<(PathBuf, PathBuf, bool)>,
+    /// `--cwd`: the working directory inside the sandbox, overriding the policy's.
+    pub cwd: Option<PathBuf>,
 }
 
 /// What this host can do, as found by `probe::host_facts`.
@@ -134,6 +138,8 @@ pub enum PlanError {
     Fundamental(String),
     #[error("command is empty")]
     NoCommand,
+    #[error("--ro/--rw/--cwd: {0}")]
+    BadBind(String),
 }
 
 fn refusal_message(list: &[Unenforced]) -> String {
@@ -260,6 +266,48 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
             },
         ));
     }
+    // Binds asked for on the command line: the same kinds as the policy's, checked the same
+    // way when the plan is applied (writable ones are resolved without following symlinks).
+    for (host, target, writable) in &req.binds {
+        if !target.is_absolute()
+            || target
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(PlanError::BadBind(format!(
+                "sandbox path {} must be absolute, without ..",
+                target.display()
+            )));
+        }
+        if target == Path::new("/") || target.starts_with("/proc") || target.starts_with("/dev") {
+            return Err(PlanError::BadBind(format!(
+                "{} is provided by the sandbox and cannot be replaced",
+                target.display()
+            )));
+        }
+        if sorted.iter().any(|(t, _)| t == target) {
+            return Err(PlanError::BadBind(format!(
+                "{} is already mounted by the policy",
+                target.display()
+            )));
+        }
+        let step = if *writable {
+            MountStep::BindWritable {
+                host: host.clone(),
+                target: target.clone(),
+            }
+        } else {
+            let is_dir = std::fs::metadata(host)
+                .map(|m| m.is_dir())
+                .map_err(|e| PlanError::BadBind(format!("{}: {e}", host.display())))?;
+            MountStep::BindReadOnly {
+                host: host.clone(),
+                target: target.clone(),
+                is_dir,
+            }
+        };
+        sorted.push((target.clone(), step));
+    }
     for b in &fs.output_paths {
         sorted.push((
             b.sandbox_path.0.clone(),
@@ -286,10 +334,18 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
             .then(a.0.cmp(&b.0))
     });
     let covered = |p: &Path| sorted.iter().any(|(t, _)| p.starts_with(t));
-    let working_dir = fs
-        .working_dir
-        .as_ref()
-        .map(|w| w.0.clone())
+    if let Some(cwd) = &req.cwd {
+        if !cwd.is_absolute() || !covered(cwd) {
+            return Err(PlanError::BadBind(format!(
+                "working directory {} is not inside any mounted path",
+                cwd.display()
+            )));
+        }
+    }
+    let working_dir = req
+        .cwd
+        .clone()
+        .or_else(|| fs.working_dir.as_ref().map(|w| w.0.clone()))
         .unwrap_or_else(|| {
             sorted
                 .iter()

@@ -708,7 +708,7 @@ fn judge_path(
         }
         base.join(&raw)
     };
-    let path = normalize(&path);
+    let path = ironcage_policy::normalize_path(&path);
     if path.starts_with("/dev")
         || path.starts_with("/proc")
         || rules.writable.iter().any(|w| path.starts_with(w))
@@ -743,20 +743,6 @@ fn read_c_string(pid: i32, mut addr: u64) -> Option<String> {
     None
 }
 
-/// Lexical normalisation (".", "..", repeated slashes); symlinks are not resolved.
-fn normalize(p: &std::path::Path) -> std::path::PathBuf {
-    let mut out = std::path::PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(x) => out.push(x),
-            _ => {}
-        }
-    }
-    out
-}
 
 /// AF_INET / AF_INET6 socket addresses; anything else (unix sockets) is not judged.
 fn parse_sockaddr(b: &[u8]) -> Option<(std::net::IpAddr, u16)> {
