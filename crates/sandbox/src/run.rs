@@ -743,7 +743,6 @@ fn read_c_string(pid: i32, mut addr: u64) -> Option<String> {
     None
 }
 
-
 /// AF_INET / AF_INET6 socket addresses; anything else (unix sockets) is not judged.
 fn parse_sockaddr(b: &[u8]) -> Option<(std::net::IpAddr, u16)> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
