@@ -335,6 +335,11 @@ fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// `keyed` of a cgroup file, None when the file cannot be read.
+fn read_keyed(path: &Path, key: &str) -> Option<u64> {
+    read(path).ok().and_then(|t| keyed(&t, key))
+}
+
 /// Keyed value from a flat-keyed cgroup file such as memory.events ("oom_kill 3").
 pub fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
@@ -516,28 +521,19 @@ impl RunCgroup {
                 u.peak_memory_bytes = read(&d.join("memory.max_usage_in_bytes"))
                     .ok()
                     .and_then(|t| t.trim().parse().ok());
-                u.oom_kills = read(&d.join("memory.oom_control"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "oom_kill"))
-                    .unwrap_or(0);
+                u.oom_kills = read_keyed(&d.join("memory.oom_control"), "oom_kill").unwrap_or(0);
             } else {
                 u.peak_memory_bytes = read(&d.join("memory.peak"))
                     .ok()
                     .and_then(|t| t.trim().parse().ok());
-                u.oom_kills = read(&d.join("memory.events"))
-                    .ok()
-                    .and_then(|t| keyed(&t, "oom_kill"))
-                    .unwrap_or(0);
+                u.oom_kills = read_keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0);
             }
         }
         if let Some(d) = self
             .dir(Controller::Pids)
             .filter(|_| self.limits.pids.is_some())
         {
-            u.pids_limit_hits = read(&d.join("pids.events"))
-                .ok()
-                .and_then(|t| keyed(&t, "max"))
-                .unwrap_or(0);
+            u.pids_limit_hits = read_keyed(&d.join("pids.events"), "max").unwrap_or(0);
         }
         if let Some(d) = self
             .dir(Controller::Cpu)
