@@ -1,0 +1,251 @@
+//! The audit log: sequences, chains, hashes and seals events on top of a [`Store`], and
+//! answers proof requests. Verification from scratch is in `verify`.
+
+use crate::entry::{self, Event, TYPE_LOG_INIT};
+use crate::merkle::{self, Hash};
+use crate::note::{Checkpoint, SigningKey};
+use crate::store::{Appender, Batch, FileStore, Head, Store, StoreError, StoreNodes};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("audit log {log}: {msg}")]
+    Invalid { log: String, msg: String },
+}
+
+pub struct AuditLog {
+    store: Box<dyn Store>,
+    signer: Option<SigningKey>,
+    origin: Option<String>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// Sequence number of the first appended event.
+    pub first_seq: u64,
+    /// Tree size after the append.
+    pub size: u64,
+    pub root: Hash,
+    /// Repairs made first (torn tail removed, index rebuilt), to tell the user.
+    pub repairs: Vec<String>,
+}
+
+/// A fresh log's name (its checkpoint origin): host, and a random part so two logs on
+/// one host never share a name.
+fn new_origin() -> String {
+    let host = crate::note::default_key_name();
+    let host = host.trim_start_matches("ironcage-audit@");
+    let mut r = [0u8; 6];
+    let _ = getrandom::fill(&mut r);
+    format!("{host}/ironcage-audit/{}", crate::note::hex(&r))
+}
+
+fn origin_of(first: &[u8]) -> Option<String> {
+    let p = entry::parse(first).ok()?;
+    if p.kind != TYPE_LOG_INIT {
+        return None;
+    }
+    p.value["fields"]["origin"].as_str().map(str::to_string)
+}
+
+struct EventAppender<'a> {
+    events: &'a [Event],
+    signer: Option<&'a SigningKey>,
+    origin: &'a mut Option<String>,
+    first_seq: u64,
+}
+
+impl Appender for EventAppender<'_> {
+    fn entries(&mut self, head: &Head) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        let mut prev = head.last_leaf.unwrap_or([0; 32]);
+        let mut seq = head.size;
+        let push = |bytes: Vec<u8>, batch: &mut Batch, prev: &mut Hash, seq: &mut u64| {
+            let leaf = merkle::leaf_hash(&bytes);
+            batch.bytes.extend_from_slice(&bytes);
+            batch.bytes.push(b'\n');
+            batch.ends.push(batch.bytes.len());
+            batch.leaves.push(leaf);
+            *prev = leaf;
+            *seq += 1;
+        };
+        if head.size == 0 {
+            let origin = new_origin();
+            let init = Event::new(
+                TYPE_LOG_INIT,
+                None,
+                serde_json::json!({
+                    "origin": origin,
+                    "created_by": format!("ironcage {}", env!("CARGO_PKG_VERSION")),
+                }),
+            );
+            *self.origin = Some(origin);
+            push(
+                entry::encode(0, &prev, &init),
+                &mut batch,
+                &mut prev,
+                &mut seq,
+            );
+        } else if self.origin.is_none() {
+            *self.origin = head.first.as_deref().and_then(origin_of);
+        }
+        self.first_seq = seq;
+        for ev in self.events {
+            push(
+                entry::encode(seq, &prev, ev),
+                &mut batch,
+                &mut prev,
+                &mut seq,
+            );
+        }
+        Ok(batch)
+    }
+
+    fn seal(&mut self, size: u64, root: &Hash) -> Option<String> {
+        let (key, origin) = (self.signer?, self.origin.as_ref()?);
+        Some(
+            Checkpoint {
+                origin: origin.clone(),
+                size,
+                root: *root,
+            }
+            .sign(key),
+        )
+    }
+}
+
+impl AuditLog {
+    pub fn new(store: Box<dyn Store>, signer: Option<SigningKey>) -> AuditLog {
+        AuditLog {
+            store,
+            signer,
+            origin: None,
+        }
+    }
+
+    /// The embedded default: a file log at `path`, opened for appending.
+    pub fn open_file(path: &Path, signer: Option<SigningKey>) -> Result<AuditLog, LogError> {
+        Ok(AuditLog::new(
+            Box::new(FileStore::open_append(path)?),
+            signer,
+        ))
+    }
+
+    /// A file log opened read-only.
+    pub fn open_file_read(path: &Path) -> Result<AuditLog, LogError> {
+        Ok(AuditLog::new(Box::new(FileStore::open_read(path)?), None))
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn set_signer(&mut self, signer: Option<SigningKey>) {
+        self.signer = signer;
+    }
+
+    pub fn name(&self) -> String {
+        self.store.name()
+    }
+
+    /// Appends events durably (returns after the entries are on disk) and, with a signer,
+    /// stores a signed checkpoint of the new tree. One call is one batch: one write, one
+    /// fsync, one signature, however many events.
+    pub fn append(&mut self, events: &[Event]) -> Result<Appended, LogError> {
+        let mut app = EventAppender {
+            events,
+            signer: self.signer.as_ref(),
+            origin: &mut self.origin,
+            first_seq: 0,
+        };
+        let (head, root) = self.store.append(&mut app)?;
+        let first_seq = app.first_seq;
+        Ok(Appended {
+            first_seq,
+            size: head.size,
+            root,
+            repairs: self.store.take_repairs(),
+        })
+    }
+
+    pub fn take_repairs(&mut self) -> Vec<String> {
+        self.store.take_repairs()
+    }
+
+    pub fn size(&self) -> Result<u64, LogError> {
+        Ok(self.store.size()?)
+    }
+
+    pub fn origin(&mut self) -> Result<Option<String>, LogError> {
+        if self.origin.is_none() && self.size()? > 0 {
+            self.origin = origin_of(&self.entry(0)?);
+        }
+        Ok(self.origin.clone())
+    }
+
+    pub fn entry(&self, seq: u64) -> Result<Vec<u8>, LogError> {
+        let mut out = None;
+        self.store.entries(seq, seq + 1, &mut |_, b| {
+            out = Some(b.to_vec());
+            Ok(())
+        })?;
+        out.ok_or_else(|| self.invalid(format!("entry {seq} does not exist")))
+    }
+
+    fn invalid(&self, msg: String) -> LogError {
+        LogError::Invalid {
+            log: self.store.name(),
+            msg,
+        }
+    }
+
+    pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        merkle::root(&StoreNodes(self.store.as_ref()), size)
+            .map_err(|e| self.invalid(e.to_string()))
+    }
+
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        if seq >= size {
+            return Err(self.invalid(format!("entry {seq} is not in the tree of size {size}")));
+        }
+        merkle::inclusion_proof(&StoreNodes(self.store.as_ref()), seq, size)
+            .map_err(|e| self.invalid(e.to_string()))
+    }
+
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
+        if old > new {
+            return Err(self.invalid(format!(
+                "the old tree ({old} entries) is larger than the log now ({new}): the log was truncated"
+            )));
+        }
+        merkle::consistency_proof(&StoreNodes(self.store.as_ref()), old, new)
+            .map_err(|e| self.invalid(e.to_string()))
+    }
+
+    /// The latest stored checkpoint, if any.
+    pub fn stored_checkpoint(&self) -> Result<Option<String>, LogError> {
+        Ok(self.store.checkpoint()?)
+    }
+
+    /// Signs a checkpoint of the log as it is now and stores it (unless a newer one is).
+    pub fn checkpoint_now(&mut self, key: &SigningKey) -> Result<String, LogError> {
+        let size = self.size()?;
+        if size == 0 {
+            return Err(self.invalid("the log is empty: nothing to sign yet".into()));
+        }
+        let origin = self
+            .origin()?
+            .ok_or_else(|| self.invalid("entry 0 does not name the log (no log.init)".into()))?;
+        let note = Checkpoint {
+            origin,
+            size,
+            root: self.root(size)?,
+        }
+        .sign(key);
+        self.store.put_checkpoint(size, &note)?;
+        Ok(note)
+    }
+}

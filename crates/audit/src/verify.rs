@@ -1,0 +1,416 @@
+//! Full verification from the stored entries alone: every entry canonical and well formed,
+//! sequence numbers 0, 1, 2, ... in order, every entry linked to the hash of the one
+//! before, the Merkle tree recomputed and compared with every checkpoint given (signature,
+//! origin, size, root), and the derived tree index compared node by node. The first
+//! problem is reported naming the entry it concerns.
+//!
+//! Parsing and hashing (the costly part) run on all cores over blocks of entries; the
+//! order-dependent checks then run over each block in sequence.
+
+use crate::entry::{self, Parsed, TYPE_LOG_INIT};
+use crate::merkle::{Frontier, Hash};
+use crate::note::{hex, Checkpoint, NoteError, VerifierKey};
+use crate::store::{Raw, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log (or a checkpoint) is not intact. `entry` is the first bad entry when one
+    /// can be named.
+    #[error("{message}")]
+    Tampered { entry: Option<u64>, message: String },
+}
+
+/// A checkpoint to check the log against, with a label for messages (its file name).
+pub struct CheckpointInput {
+    pub label: String,
+    pub note: String,
+}
+
+pub struct Options<'a> {
+    pub key: Option<&'a VerifierKey>,
+    pub checkpoints: Vec<CheckpointInput>,
+}
+
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub size: u64,
+    pub root: Hash,
+    pub origin: Option<String>,
+    /// What was checked, one line each (for the report).
+    pub checked: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+fn tampered(entry: Option<u64>, message: String) -> VerifyError {
+    VerifyError::Tampered { entry, message }
+}
+
+struct Item {
+    position: u64,
+    locator: u64,
+    parsed: Result<Parsed, entry::EntryError>,
+    leaf: Hash,
+}
+
+const BLOCK: usize = 16 * 1024;
+
+struct State<'a> {
+    store: &'a dyn Store,
+    frontier: Frontier,
+    prev_leaf: Hash,
+    origin: Option<String>,
+    first_failure: Option<(u64, VerifyError)>,
+    /// Sequence numbers found at each position (kept to explain ordering failures).
+    seqs: Vec<u64>,
+    /// Roots at the sizes checkpoints name.
+    wanted_sizes: Vec<u64>,
+    roots: Vec<(u64, Hash)>,
+    /// The stored post-order tree, streamed for comparison.
+    stored: Vec<Hash>,
+    stored_from: u64,
+    stored_exhausted: bool,
+    compared_pos: u64,
+    tree_mismatch: Option<(u64, u32, u64)>,
+}
+
+impl State<'_> {
+    fn fail(&mut self, position: u64, err: VerifyError) {
+        if self.first_failure.is_none() {
+            self.first_failure = Some((position, err));
+        }
+    }
+
+    fn stored_node(&mut self, pos: u64) -> Result<Option<Hash>, StoreError> {
+        if self.stored_exhausted {
+            return Ok(None);
+        }
+        if pos >= self.stored_from + self.stored.len() as u64 {
+            self.stored_from = pos;
+            self.stored = self.store.stored_nodes(pos, 1 << 16)?;
+            if self.stored.is_empty() {
+                self.stored_exhausted = true;
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.stored[(pos - self.stored_from) as usize]))
+    }
+
+    fn take(&mut self, item: Item) -> Result<(), StoreError> {
+        let p = item.position;
+        self.seqs.push(match &item.parsed {
+            Ok(e) => e.seq,
+            Err(_) => u64::MAX,
+        });
+        if self.first_failure.is_some() {
+            return Ok(());
+        }
+        let parsed = match item.parsed {
+            Ok(e) => e,
+            Err(e) => {
+                self.fail(
+                    p,
+                    tampered(
+                        Some(p),
+                        format!("entry {p} (byte offset {}) is damaged: {e}", item.locator),
+                    ),
+                );
+                return Ok(());
+            }
+        };
+        if parsed.seq != p {
+            // Explained after the scan, when all sequence numbers are known.
+            self.fail(p, tampered(Some(p), String::new()));
+            return Ok(());
+        }
+        if p == 0 {
+            if parsed.kind != TYPE_LOG_INIT || parsed.prev != [0; 32] {
+                self.fail(
+                    0,
+                    tampered(
+                        Some(0),
+                        format!("entry 0 is not the log's {TYPE_LOG_INIT} entry"),
+                    ),
+                );
+                return Ok(());
+            }
+            self.origin = parsed.value["fields"]["origin"]
+                .as_str()
+                .map(str::to_string);
+        } else if parsed.prev != self.prev_leaf {
+            let msg = self.explain_chain_break(p, &parsed);
+            self.fail(p, tampered(Some(p - 1), msg));
+            return Ok(());
+        }
+        self.prev_leaf = item.leaf;
+        let mut emitted: Vec<(u32, u64, Hash)> = Vec::with_capacity(2);
+        self.frontier.push(item.leaf, |level, index, h| {
+            emitted.push((level, index, *h))
+        });
+        for (level, index, h) in emitted {
+            let pos = self.compared_pos;
+            self.compared_pos += 1;
+            if self.tree_mismatch.is_none() {
+                if let Some(stored) = self.stored_node(pos)? {
+                    if stored != h {
+                        self.tree_mismatch = Some((pos, level, index));
+                    }
+                }
+            }
+        }
+        let size = self.frontier.size();
+        if self.wanted_sizes.contains(&size) {
+            self.roots.push((size, self.frontier.root()));
+        }
+        Ok(())
+    }
+
+    fn explain_chain_break(&self, p: u64, parsed: &Parsed) -> String {
+        let recorded = self.store.node(0, p - 1).ok();
+        let recomputed = self.prev_leaf;
+        match recorded {
+            Some(r) if r == parsed.prev => format!(
+                "entry {} was modified after it was appended: its hash is {} but entry {p} and the index recorded {}",
+                p - 1,
+                hex(&recomputed),
+                hex(&r)
+            ),
+            Some(r) if r == recomputed => format!(
+                "entry {p} was modified: its link to entry {} was changed (the chain is broken between them)",
+                p - 1
+            ),
+            _ => format!(
+                "the chain is broken between entries {} and {p}: entry {} or the link in entry {p} was modified",
+                p - 1,
+                p - 1
+            ),
+        }
+    }
+
+    /// Names what is wrong when position `p` holds a different sequence number.
+    fn explain_order(&self, p: u64) -> String {
+        let found = self.seqs[p as usize];
+        if found == u64::MAX {
+            return format!("entry {p} is damaged");
+        }
+        if let Some(q) = self.seqs.iter().skip(p as usize + 1).position(|&s| s == p) {
+            let q = p as usize + 1 + q;
+            return format!(
+                "entries are out of order: entry {p} is at position {q}, and position {p} holds entry {found} (reordered)"
+            );
+        }
+        if found < p {
+            if self.seqs[..p as usize].contains(&found) {
+                return format!(
+                    "entry {found} appears twice (again at position {p}); entry {p} is missing"
+                );
+            }
+            return format!("position {p} holds entry {found}: entries are out of order");
+        }
+        let missing = found - p;
+        format!(
+            "entry {p} is missing: position {p} holds entry {found} ({missing} entr{} deleted)",
+            if missing == 1 { "y" } else { "ies" }
+        )
+    }
+}
+
+fn process(raw: &[(u64, u64, Vec<u8>)]) -> Vec<Item> {
+    raw.iter()
+        .map(|(position, locator, bytes)| Item {
+            position: *position,
+            locator: *locator,
+            parsed: entry::parse(bytes),
+            leaf: crate::merkle::leaf_hash(bytes),
+        })
+        .collect()
+}
+
+/// Parses and hashes a block on all available cores, keeping order.
+fn process_parallel(block: &[(u64, u64, Vec<u8>)], threads: usize) -> Vec<Item> {
+    if threads <= 1 || block.len() < 256 {
+        return process(block);
+    }
+    let chunk = block.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = block
+            .chunks(chunk)
+            .map(|c| s.spawn(move || process(c)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyError> {
+    // Open the checkpoints first: a forged one fails before any work.
+    let mut cps: Vec<(String, Option<Checkpoint>)> = Vec::new();
+    let mut warnings = Vec::new();
+    for c in &opts.checkpoints {
+        let cp = match opts.key {
+            Some(key) => Checkpoint::open(&c.note, key).map_err(|e| {
+                let why = match e {
+                    NoteError::BadSignature(_) | NoteError::NotSignedBy(_) => {
+                        format!("{e}")
+                    }
+                    other => format!("{other}"),
+                };
+                tampered(None, format!("checkpoint {}: {why}", c.label))
+            })?,
+            None => {
+                warnings.push(format!(
+                    "checkpoint {}: signature NOT checked (no public key; give --key)",
+                    c.label
+                ));
+                let body = c.note.split("\n\n").next().unwrap_or("");
+                Checkpoint::parse_body(body)
+                    .map_err(|e| tampered(None, format!("checkpoint {}: {e}", c.label)))?
+            }
+        };
+        cps.push((c.label.clone(), Some(cp)));
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let mut st = State {
+        store,
+        frontier: Frontier::new(),
+        prev_leaf: [0; 32],
+        origin: None,
+        first_failure: None,
+        seqs: Vec::new(),
+        wanted_sizes: cps
+            .iter()
+            .filter_map(|(_, c)| c.as_ref().map(|c| c.size))
+            .collect(),
+        roots: Vec::new(),
+        stored: Vec::new(),
+        stored_from: 0,
+        stored_exhausted: false,
+        compared_pos: 0,
+        tree_mismatch: None,
+    };
+    let mut block: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(BLOCK);
+    let flush = |block: &mut Vec<(u64, u64, Vec<u8>)>, st: &mut State| -> Result<(), StoreError> {
+        for item in process_parallel(block, threads) {
+            st.take(item)?;
+        }
+        block.clear();
+        Ok(())
+    };
+    let end = store.scan(&mut |raw: Raw<'_>| {
+        block.push((raw.position, raw.locator, raw.bytes.to_vec()));
+        if block.len() == BLOCK {
+            flush(&mut block, &mut st)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut block, &mut st)?;
+    let size = st.seqs.len() as u64;
+    if let Some((p, err)) = st.first_failure.take() {
+        let err = match err {
+            VerifyError::Tampered { entry, message } if message.is_empty() => {
+                tampered(entry, st.explain_order(p))
+            }
+            other => other,
+        };
+        return Err(err);
+    }
+    let mut checked = vec![format!(
+        "{size} entries: canonical, numbered 0..{} in order, each linked to the hash of the one before",
+        size.saturating_sub(1)
+    )];
+    if end.torn_tail_bytes > 0 {
+        warnings.push(format!(
+            "{} bytes of an incomplete entry at the end (a writer was killed mid-append; never acknowledged; the next append removes them)",
+            end.torn_tail_bytes
+        ));
+    }
+    let root = st.frontier.root();
+    for (label, cp) in &cps {
+        let Some(cp) = cp else { continue };
+        if st.origin.as_deref() != Some(cp.origin.as_str()) {
+            return Err(tampered(
+                None,
+                format!(
+                    "checkpoint {label} is for log `{}`, but this log is `{}`",
+                    cp.origin,
+                    st.origin.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        if cp.size > size {
+            return Err(tampered(
+                Some(size),
+                format!(
+                    "the log was truncated: checkpoint {label} covers {} entries but the log has {size}; entries {size}..{} are missing",
+                    cp.size,
+                    cp.size - 1
+                ),
+            ));
+        }
+        let at = st
+            .roots
+            .iter()
+            .find(|(s, _)| *s == cp.size)
+            .map(|(_, r)| *r);
+        let at = if cp.size == 0 {
+            Some(crate::merkle::empty_root())
+        } else {
+            at
+        };
+        if at != Some(cp.root) {
+            return Err(tampered(
+                st.tree_mismatch.map(|(_, _, i)| i),
+                format!(
+                    "checkpoint {label} (signed, {} entries) does not match the log: entries before {} were modified or rewritten{}",
+                    cp.size,
+                    cp.size,
+                    first_changed_hint(&st)
+                ),
+            ));
+        }
+        checked.push(format!(
+            "checkpoint {label}: {}signature, origin and root of the first {} entries match",
+            if opts.key.is_some() {
+                ""
+            } else {
+                "(UNSIGNED-CHECK) "
+            },
+            cp.size
+        ));
+    }
+    if let Some((pos, level, index)) = st.tree_mismatch {
+        let what = if level == 0 {
+            format!(
+                "entry {index} does not match the hash recorded in the index when it was appended (the entry or the index was modified)"
+            )
+        } else {
+            format!(
+                "the tree index ({}.tree) is corrupt at node {pos} (entries {}..{}); the entries themselves are intact. Remove the .idx and .tree files: the next append rebuilds them",
+                store.name(),
+                index << level,
+                ((index + 1) << level) - 1
+            )
+        };
+        return Err(tampered((level == 0).then_some(index), what));
+    }
+    Ok(Verified {
+        size,
+        root,
+        origin: st.origin.clone(),
+        checked,
+        warnings,
+    })
+}
+
+fn first_changed_hint(st: &State<'_>) -> String {
+    match st.tree_mismatch {
+        Some((_, 0, i)) => format!("; the first entry that differs from the index is {i}"),
+        _ => "; the index was rewritten too, so the first changed entry cannot be named".into(),
+    }
+}

@@ -1,0 +1,307 @@
+//! The file log end to end through the library: appends, proofs against signed
+//! checkpoints, verification; crash (SIGKILL mid-append) and concurrency (8 processes)
+//! tests run this test binary itself as the writer processes.
+
+use ironcage_audit::entry::Event;
+use ironcage_audit::log::AuditLog;
+use ironcage_audit::merkle;
+use ironcage_audit::note::{Checkpoint, SigningKey};
+use ironcage_audit::verify::{self, CheckpointInput, Options};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn ev(i: u64) -> Event {
+    Event::new(
+        "test.event",
+        Some("run-1"),
+        serde_json::json!({"i": i, "pad": "x".repeat((i % 50) as usize)}),
+    )
+}
+
+fn verify_file(path: &Path, key: &SigningKey) -> Result<verify::Verified, verify::VerifyError> {
+    let log = AuditLog::open_file_read(path).unwrap();
+    let checkpoints = log
+        .stored_checkpoint()
+        .unwrap()
+        .map(|note| CheckpointInput {
+            label: "stored".into(),
+            note,
+        })
+        .into_iter()
+        .collect();
+    verify::verify(
+        log.store(),
+        &Options {
+            key: Some(&key.verifier()),
+            checkpoints,
+        },
+    )
+}
+
+#[test]
+fn append_prove_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log =
+        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+    let mut checkpoints = Vec::new();
+    let mut i = 0;
+    for batch in [1usize, 2, 3, 10, 1, 50] {
+        let events: Vec<Event> = (0..batch)
+            .map(|_| {
+                i += 1;
+                ev(i)
+            })
+            .collect();
+        let a = log.append(&events).unwrap();
+        assert_eq!(a.size, i + 1, "entry 0 is the log's own init entry");
+        assert_eq!(a.first_seq, a.size - batch as u64);
+        checkpoints.push(log.stored_checkpoint().unwrap().unwrap());
+    }
+    let size = log.size().unwrap();
+    let v = verify_file(&path, &key).unwrap();
+    assert_eq!(v.size, size);
+    // Every entry is provably in every checkpoint that covers it, and every checkpoint
+    // is consistent with every later one.
+    let cps: Vec<Checkpoint> = checkpoints
+        .iter()
+        .map(|n| Checkpoint::open(n, &key.verifier()).unwrap())
+        .collect();
+    for cp in &cps {
+        assert_eq!(log.root(cp.size).unwrap(), cp.root);
+        for seq in 0..cp.size {
+            let leaf = merkle::leaf_hash(&log.entry(seq).unwrap());
+            let proof = log.inclusion_proof(seq, cp.size).unwrap();
+            merkle::verify_inclusion(seq, cp.size, &leaf, &proof, &cp.root).unwrap();
+        }
+        for later in &cps {
+            if later.size >= cp.size {
+                let proof = log.consistency_proof(cp.size, later.size).unwrap();
+                merkle::verify_consistency(cp.size, later.size, &cp.root, &later.root, &proof)
+                    .unwrap();
+            }
+        }
+    }
+    // Reopening continues the same chain.
+    drop(log);
+    let mut log = AuditLog::open_file(&path, Some(key)).unwrap();
+    log.append(&[ev(1000)]).unwrap();
+    assert_eq!(log.size().unwrap(), size + 1);
+}
+
+/// A writer process: appends `IRONCAGE_TEST_COUNT` events one call each and prints the
+/// sequence number of each acknowledged append.
+#[test]
+fn writer_child() {
+    let Ok(path) = std::env::var("IRONCAGE_TEST_LOG") else {
+        return;
+    };
+    let count: u64 = std::env::var("IRONCAGE_TEST_COUNT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let who = std::env::var("IRONCAGE_TEST_WHO").unwrap();
+    let key = SigningKey::parse(&std::env::var("IRONCAGE_TEST_KEY").unwrap()).unwrap();
+    let mut log = AuditLog::open_file(Path::new(&path), Some(key)).unwrap();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let batch: u64 = std::env::var("IRONCAGE_TEST_BATCH")
+        .map(|b| b.parse().unwrap())
+        .unwrap_or(1);
+    let mut i = 0;
+    while i < count {
+        let events: Vec<Event> = (i..i + batch)
+            .map(|j| {
+                Event::new(
+                    "test.write",
+                    Some(&who),
+                    serde_json::json!({"i": j, "who": who, "pad": "p".repeat(200)}),
+                )
+            })
+            .collect();
+        let a = log.append(&events).unwrap();
+        for j in 0..batch {
+            writeln!(out, "{} {who} {}", a.first_seq + j, i + j).unwrap();
+        }
+        out.flush().unwrap();
+        i += batch;
+    }
+}
+
+fn spawn_writer(path: &Path, key: &SigningKey, who: &str, count: u64) -> std::process::Child {
+    spawn_batch_writer(path, key, who, count, 1)
+}
+
+fn spawn_batch_writer(
+    path: &Path,
+    key: &SigningKey,
+    who: &str,
+    count: u64,
+    batch: u64,
+) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("IRONCAGE_TEST_BATCH", batch.to_string())
+        .args([
+            "--exact",
+            "writer_child",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("IRONCAGE_TEST_LOG", path)
+        .env("IRONCAGE_TEST_COUNT", count.to_string())
+        .env("IRONCAGE_TEST_WHO", who)
+        .env("IRONCAGE_TEST_KEY", key.to_text())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// (seq, who, i) for every acknowledged append a writer printed.
+fn acknowledged(out: &[u8]) -> Vec<(u64, String, u64)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            Some((
+                p.next()?.parse().ok()?,
+                p.next()?.to_string(),
+                p.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn assert_acknowledged_present(path: &Path, acks: &[(u64, String, u64)]) {
+    let log = AuditLog::open_file_read(path).unwrap();
+    for (seq, who, i) in acks {
+        let e: serde_json::Value = serde_json::from_slice(&log.entry(*seq).unwrap()).unwrap();
+        assert_eq!(e["fields"]["who"], who.as_str(), "entry {seq}: {e}");
+        assert_eq!(e["fields"]["i"], *i, "entry {seq}: {e}");
+    }
+}
+
+#[test]
+fn eight_processes_append_1000_entries_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let writers: Vec<_> = (0..8)
+        .map(|w| spawn_writer(&path, &key, &format!("w{w}"), 1000))
+        .collect();
+    let mut acks = Vec::new();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(out.status.success());
+        acks.extend(acknowledged(&out.stdout));
+    }
+    assert_eq!(acks.len(), 8000);
+    let mut seqs: Vec<u64> = acks.iter().map(|a| a.0).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        8000,
+        "two appends were given the same sequence number"
+    );
+    let v = verify_file(&path, &key).unwrap();
+    assert_eq!(v.size, 8001);
+    assert_acknowledged_present(&path, &acks);
+    // Each writer's entries are in its own order.
+    for w in 0..8 {
+        let who = format!("w{w}");
+        let mine: Vec<u64> = acks.iter().filter(|a| a.1 == who).map(|a| a.0).collect();
+        assert!(mine.windows(2).all(|p| p[0] < p[1]));
+    }
+}
+
+#[test]
+fn sigkill_mid_append_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut acks = Vec::new();
+    let mut repairs_seen = 0;
+    for round in 0..25u64 {
+        // One writer appends one entry per call; two append 2,000 per call (~500 KB
+        // writes, which a SIGKILL can cut in the middle).
+        let mut writers: Vec<_> = (0..3)
+            .map(|w| {
+                let batch = if w == 0 { 1 } else { 2000 };
+                spawn_batch_writer(&path, &key, &format!("r{round}w{w}"), 1_000_000, batch)
+            })
+            .collect();
+        // Let them get going, then kill them at a moment nobody chose.
+        std::thread::sleep(std::time::Duration::from_millis(20 + (round * 7) % 40));
+        for w in &writers {
+            unsafe_free_kill(w.id());
+        }
+        for w in writers.drain(..) {
+            let out = w.wait_with_output().unwrap();
+            acks.extend(acknowledged(&out.stdout));
+        }
+        // The next open repairs whatever the kill left, and says so when it did.
+        let mut log =
+            AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+        repairs_seen += log.take_repairs().len();
+        verify_file(&path, &key).unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    assert!(
+        acks.len() > 100,
+        "writers acknowledged too little to mean anything: {}",
+        acks.len()
+    );
+    assert_acknowledged_present(&path, &acks);
+    eprintln!(
+        "{} acknowledged appends survived 75 SIGKILLs; {repairs_seen} repairs",
+        acks.len()
+    );
+}
+
+#[test]
+fn torn_tail_is_repaired_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log =
+        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+    log.append(&[ev(1), ev(2)]).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    drop(log);
+    // What a writer killed inside write(2) leaves: the first part of an entry.
+    let third = {
+        let mut tmp = AuditLog::new(Box::new(ironcage_audit::store::MemStore::new()), None);
+        tmp.append(&[ev(1), ev(2), ev(3)]).unwrap();
+        tmp.entry(3).unwrap()
+    };
+    let mut torn = before.clone();
+    torn.extend_from_slice(&third[..third.len() / 2]);
+    std::fs::write(&path, &torn).unwrap();
+    // A reader sees it and says so, without touching the log.
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings.iter().any(|w| w.contains("incomplete entry")),
+        "{:?}",
+        v.warnings
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), torn);
+    // The next writer removes it, says so, and carries on from entry 3.
+    let mut log =
+        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+    let repairs = log.take_repairs();
+    assert!(
+        repairs.iter().any(|r| r.contains("torn entry")),
+        "{repairs:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(log.append(&[ev(3)]).unwrap().first_seq, 3);
+    verify_file(&path, &key).unwrap();
+}
+
+fn unsafe_free_kill(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
