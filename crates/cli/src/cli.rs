@@ -26,6 +26,119 @@ pub enum Command {
     /// cgroup administration (run as root).
     #[command(subcommand)]
     Cgroup(CgroupCmd),
+    /// Read, verify, prove and export the tamper-evident audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// The log file (default: $IRONCAGE_AUDIT_LOG, else /var/log/ironcage/audit.log for
+    /// root, ~/.local/state/ironcage/audit.log for others).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AuditCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Print the last entries, oldest first.
+    Tail {
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        /// Keep printing entries as they are appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print the entries as stored (JSON lines).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one entry with its leaf hash.
+    Show {
+        seq: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the whole log; exit 0 only if it is intact (1 if not).
+    Verify {
+        /// Also check against this saved checkpoint (repeatable): detects truncation and
+        /// rewriting since it was taken.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+        /// Public key to check signatures with (key text, .pub file or private key file;
+        /// default: the public half of the default signing key).
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign and print a checkpoint (signed tree head) of the log as it is now.
+    Checkpoint {
+        /// Private key file (default: $IRONCAGE_AUDIT_KEY, else /etc/ironcage/audit.key for
+        /// root, ~/.config/ironcage/audit.key for others; created on first use, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Also write it to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print an inclusion proof for entry SEQ (verified before it is printed).
+    Prove {
+        seq: u64,
+        /// Prove against this saved checkpoint (default: the log's latest).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Public key to check the checkpoint with.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Prove that the log now extends an older checkpoint (nothing rewritten or removed).
+    Consistency {
+        /// The older checkpoint.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The newer checkpoint (default: the log's latest).
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Public key to check both checkpoints with.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Write entries, a signed checkpoint and proofs to a bundle for offline checking.
+    Export {
+        /// Bundle file to write ("-" for stdout).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Only the entries of this run.
+        #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["from", "to"])]
+        run: Option<String>,
+        /// First entry (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last entry (exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Private key to sign a fresh checkpoint with (default: the default key; without
+        /// one, the log's latest stored checkpoint is used).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Verify a bundle offline with only the log's public key.
+    VerifyBundle {
+        bundle: PathBuf,
+        /// The log's public key (key text or file).
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
+    /// Print the public key that verifies this host's checkpoints (hand it to auditors).
+    PublicKey {
+        /// Private key file (default: the default key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -2,7 +2,9 @@
 
 use crate::cli::{CgroupCmd, Cli, Command, ProfileCmd, RunArgs};
 use anyhow::{anyhow, bail, Context, Result};
+use ironcage_audit::run_events;
 use ironcage_policy::{Loaded, Origin};
+use ironcage_sandbox::plan::MountStep;
 use ironcage_sandbox::{exit_code, probe, run, PlanError, Request};
 use std::io::Write;
 
@@ -23,6 +25,8 @@ macro_rules! say {
     }};
 }
 
+pub(crate) use {out, say};
+
 /// An error that carries the exit code `ironcage` should end with.
 #[derive(Debug)]
 pub struct Exit {
@@ -38,7 +42,7 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-fn fail(code: i32, msg: impl std::fmt::Display) -> anyhow::Error {
+pub fn fail(code: i32, msg: impl std::fmt::Display) -> anyhow::Error {
     anyhow!(Exit {
         code,
         message: msg.to_string()
@@ -51,6 +55,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor { json } => doctor(json),
         Command::Profile(p) => profile(p),
         Command::Cgroup(CgroupCmd::Delegate { user }) => delegate(&user),
+        Command::Audit(args) => crate::audit_cmd::run(args),
     }
 }
 
@@ -97,9 +102,28 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         cwd: args.cwd.clone(),
     };
     let facts = probe::host_facts();
+    let run_id = run_events::new_run_id();
+    let audit_path = policy.audit.enabled.then(|| {
+        policy
+            .audit
+            .log_path
+            .clone()
+            .unwrap_or_else(|| crate::paths::default_audit_log(facts.is_root))
+    });
     let plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
         Ok(p) => p,
-        Err(e @ PlanError::Refused(_)) => return Err(fail(exit_code::DENIED, e)),
+        Err(e @ PlanError::Refused(_)) => {
+            // A refusal is a decision worth recording too.
+            if let (Some(path), false) = (&audit_path, args.dry_run) {
+                let event = run_events::run_refused(&run_id, policy, &args.command, &e.to_string());
+                if let Err(ae) = open_audit_log(path, facts.is_root)
+                    .and_then(|mut log| append_audit(&mut log, path, &[event]))
+                {
+                    say!("ironcage: {ae:#}");
+                }
+            }
+            return Err(fail(exit_code::DENIED, e));
+        }
         Err(e @ PlanError::BadBind(_)) => return Err(fail(exit_code::USAGE, e)),
         Err(e) => return Err(fail(exit_code::SETUP_FAILED, e)),
     };
@@ -117,20 +141,59 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     if !plan.floor_lifted.is_empty() {
         say!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
     }
-    // Open the audit log before running: a run that cannot be recorded does not happen.
-    let audit_path = plan.audit_log.clone().or_else(|| {
-        policy
-            .audit
-            .enabled
-            .then(|| default_audit_log(facts.is_root))
-    });
+    // The audit log first, and the run's start recorded durably before it starts: a run
+    // that cannot be recorded does not happen, and a supervisor killed mid-run still
+    // leaves its start on record.
     let mut audit = match &audit_path {
-        Some(path) => Some(open_audit_log(path).map_err(|e| {
-            fail(
-                exit_code::DENIED,
-                format!("{e} (policy `{}` requires an audit record)", policy.name),
-            )
-        })?),
+        Some(path) => {
+            let mut log = open_audit_log(path, facts.is_root).map_err(|e| {
+                fail(
+                    exit_code::DENIED,
+                    format!("{e:#} (policy `{}` requires an audit record)", policy.name),
+                )
+            })?;
+            let start = run_events::run_start(&run_events::StartInfo {
+                run_id: &run_id,
+                policy,
+                argv: &plan.argv,
+                host_uid: facts.uid,
+                sandbox_uid: plan.uid,
+                rootless: !facts.is_root,
+                best_effort: args.best_effort,
+                unenforced: plan
+                    .unenforced
+                    .iter()
+                    .map(|u| format!("{}: {}", u.mechanism, u.reason))
+                    .collect(),
+                floor_lifted: &plan.floor_lifted,
+                binds: plan
+                    .mounts
+                    .iter()
+                    .filter_map(|m| match m {
+                        MountStep::BindReadOnly { host, target, .. } => Some((
+                            host.display().to_string(),
+                            target.display().to_string(),
+                            false,
+                        )),
+                        MountStep::BindWritable { host, target } => Some((
+                            host.display().to_string(),
+                            target.display().to_string(),
+                            true,
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
+                cwd: plan.working_dir.display().to_string(),
+                env_names: plan.env.iter().map(|(k, _)| k.clone()).collect(),
+            });
+            append_audit(&mut log, path, &[start]).map_err(|e| {
+                fail(
+                    exit_code::DENIED,
+                    format!("{e:#} (policy `{}` requires an audit record)", policy.name),
+                )
+            })?;
+            Some((log, path.clone()))
+        }
         None => None,
     };
     // The report destination too: a typo in it must not cost a run whose report is lost.
@@ -147,6 +210,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     };
     let parent = facts.cgroup.as_ref().ok();
     let ctx = run::Context {
+        run_id: &run_id,
         policy_name: &policy.name,
         cgroup_parent: parent,
         block_devices: &facts.block_devices,
@@ -158,23 +222,29 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             && ironcage_sandbox::sys::isatty(1)
             && ironcage_sandbox::sys::in_foreground(0),
     };
-    let report = run::run(&plan, &ctx).map_err(|e| {
-        fail(
-            exit_code::SETUP_FAILED,
-            format!("sandbox setup failed: {e}"),
-        )
-    })?;
+    let report = match run::run(&plan, &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("sandbox setup failed: {e}");
+            if let Some((log, path)) = audit.as_mut() {
+                let _ = append_audit(
+                    log,
+                    path,
+                    &[run_events::run_failed(
+                        &run_id,
+                        &msg,
+                        exit_code::SETUP_FAILED,
+                    )],
+                );
+            }
+            return Err(fail(exit_code::SETUP_FAILED, msg));
+        }
+    };
     // The audit record first: nothing the sandbox did to our stderr can prevent it.
-    if let Some(log) = audit.as_mut() {
-        let event = ironcage_audit::Event {
-            version: ironcage_audit::EVENT_VERSION,
-            kind: ironcage_audit::KIND_RUN,
-            time_unix_ms: report.started_at_unix_ms,
-            host_uid: facts.uid,
-            detail: &report,
-        };
-        log.append(&event)
-            .map_err(|e| fail(exit_code::SETUP_FAILED, e))?;
+    if let Some((log, path)) = audit.as_mut() {
+        let events = run_events::run_end(&report, &policy.audit.detail_level);
+        append_audit(log, path, &events)
+            .map_err(|e| fail(exit_code::SETUP_FAILED, format!("{e:#}")))?;
     }
     if let Some(err) = &report.error {
         say!("ironcage: {err}");
@@ -246,21 +316,6 @@ fn inherited_fd(fd: i32) -> Result<std::fs::File> {
         })
 }
 
-/// Where audit records go when a policy enables audit without naming a file.
-fn default_audit_log(is_root: bool) -> std::path::PathBuf {
-    if is_root {
-        return "/var/log/ironcage/audit.log".into();
-    }
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
-        })
-        .unwrap_or_else(|| "/tmp".into());
-    state.join("ironcage/audit.log")
-}
-
 /// The report file is opened without following symlinks: it may sit in a directory a
 /// sandbox could write to, and a planted link must not make us (perhaps root) write elsewhere.
 fn open_report_file(path: &std::path::Path) -> Result<std::fs::File> {
@@ -274,19 +329,45 @@ fn open_report_file(path: &std::path::Path) -> Result<std::fs::File> {
     })
 }
 
-/// Opens the audit log for appending, creating its directory, never through a symlink.
-fn open_audit_log(
-    path: &std::path::Path,
-) -> Result<ironcage_audit::Log, ironcage_audit::AuditError> {
-    let err = |source| ironcage_audit::AuditError::Open {
-        path: path.to_path_buf(),
-        source,
+/// Opens the audit log for appending, with the host's signing key so every append leaves
+/// a signed checkpoint. Without a usable key the run is still recorded (the entries are
+/// what matters); checkpoints are then left to `ironcage audit checkpoint`.
+fn open_audit_log(path: &std::path::Path, is_root: bool) -> Result<ironcage_audit::AuditLog> {
+    let key_path = crate::paths::default_audit_key(is_root);
+    let signer = match ironcage_audit::note::load_or_create_key(&key_path) {
+        Ok((key, created)) => {
+            if created {
+                say!(
+                    "ironcage: created audit signing key {} (public key {}.pub)",
+                    key_path.display(),
+                    key_path.display()
+                );
+            }
+            Some(key)
+        }
+        Err(e) => {
+            say!("ironcage: warning: audit checkpoints will not be signed: {e}");
+            None
+        }
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
+    ironcage_audit::AuditLog::open_file(path, signer).map_err(|e| anyhow!("{e}"))
+}
+
+/// Appends events and tells the user about any repair the append made first.
+fn append_audit(
+    log: &mut ironcage_audit::AuditLog,
+    path: &std::path::Path,
+    events: &[ironcage_audit::Event],
+) -> Result<()> {
+    let repairs = log.take_repairs();
+    let result = log.append(events);
+    for r in repairs
+        .iter()
+        .chain(result.as_ref().map(|a| &a.repairs[..]).unwrap_or(&[]))
+    {
+        say!("ironcage: audit log {}: repaired: {r}", path.display());
     }
-    let file = ironcage_sandbox::sys::create_nofollow(path, true).map_err(err)?;
-    Ok(ironcage_audit::Log::from_file(file, path))
+    result.map(|_| ()).map_err(|e| anyhow!("{e}"))
 }
 
 fn doctor(json: bool) -> Result<i32> {

@@ -4,8 +4,10 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod cli;
 mod commands;
+mod paths;
 
 use clap::Parser;
 

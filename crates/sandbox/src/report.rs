@@ -89,6 +89,8 @@ pub enum Violation {
 pub struct RunReport {
     /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
     pub report_version: u32,
+    /// The run's id, as in the audit log (`ironcage audit export --run ID`).
+    pub run_id: String,
     pub policy: String,
     pub command: Vec<String>,
     pub outcome: Outcome,

@@ -36,6 +36,8 @@ fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
 }
 
 pub struct Context<'a> {
+    /// Names this run in the report and the audit log.
+    pub run_id: &'a str,
     pub policy_name: &'a str,
     pub cgroup_parent: Option<&'a Parent>,
     pub block_devices: &'a [String],
@@ -458,6 +460,7 @@ fn run_in(
     let ms = |us: f64| (us).round() / 1000.0;
     Ok(RunReport {
         report_version: crate::report::REPORT_VERSION,
+        run_id: ctx.run_id.to_string(),
         policy: ctx.policy_name.to_string(),
         command: plan.argv.clone(),
         outcome,
