@@ -25,6 +25,9 @@ pub struct Event {
     pub run: Option<String>,
     pub time_unix_ms: u64,
     pub fields: Map<String, Value>,
+    /// Redactions the caller already made (e.g. a command line's `--token X`), counted
+    /// with the ones made when the entry is encoded.
+    pub redacted: scrub::Counts,
 }
 
 impl Event {
@@ -45,6 +48,7 @@ impl Event {
             run: run.map(str::to_string),
             time_unix_ms: now_unix_ms(),
             fields,
+            redacted: scrub::Counts::new(),
         }
     }
 }
@@ -58,7 +62,7 @@ pub fn now_unix_ms() -> u64 {
 
 /// The canonical bytes of entry `seq` (without the newline that ends it in a file).
 pub fn encode(seq: u64, prev: &Hash, ev: &Event) -> Vec<u8> {
-    let mut counts = scrub::Counts::new();
+    let mut counts = ev.redacted.clone();
     let fields = scrub_map(&ev.fields, &mut counts);
     let mut m = Map::new();
     m.insert("v".into(), ENTRY_VERSION.into());

@@ -50,17 +50,17 @@ pub struct StartInfo<'a> {
     pub env_names: Vec<String>,
 }
 
-fn argv(argv: &[String]) -> Value {
-    let mut counts = crate::scrub::Counts::new();
-    json!(crate::scrub::scrub_argv(argv, &mut counts))
+fn argv(argv: &[String], counts: &mut crate::scrub::Counts) -> Value {
+    json!(crate::scrub::scrub_argv(argv, counts))
 }
 
 pub fn run_start(s: &StartInfo<'_>) -> Event {
     let levels = &s.policy.audit.detail_level;
+    let mut counts = crate::scrub::Counts::new();
     let mut f = json!({
         "policy": s.policy.name,
         "policy_sha256": policy_digest(s.policy),
-        "command": argv(s.argv),
+        "command": argv(s.argv, &mut counts),
         "host_uid": s.host_uid,
         "sandbox_uid": s.sandbox_uid,
         "rootless": s.rootless,
@@ -80,20 +80,26 @@ pub fn run_start(s: &StartInfo<'_>) -> Event {
         f["cwd"] = json!(s.cwd);
         f["env_names"] = json!(s.env_names);
     }
-    Event::new("run.start", Some(s.run_id), f)
+    let mut ev = Event::new("run.start", Some(s.run_id), f);
+    ev.redacted = counts;
+    ev
 }
 
 pub fn run_refused(run_id: &str, policy: &Policy, command: &[String], reason: &str) -> Event {
-    Event::new(
+    let mut counts = crate::scrub::Counts::new();
+    let command = argv(command, &mut counts);
+    let mut ev = Event::new(
         "run.refused",
         Some(run_id),
         json!({
             "policy": policy.name,
             "policy_sha256": policy_digest(policy),
-            "command": argv(command),
+            "command": command,
             "reason": reason,
         }),
-    )
+    );
+    ev.redacted = counts;
+    ev
 }
 
 /// A run that failed to set up (no report): its end.
