@@ -201,7 +201,15 @@ impl FileStore {
                     .map_err(err)?;
             }
         }
-        let log = fsutil::open_rw_create(path, 0o600).map_err(err)?;
+        let mut log = fsutil::open_rw_create(path, 0o600).map_err(err)?;
+        let mut repairs = Vec::new();
+        if let Some(moved) = move_legacy_log(path, &log).map_err(err)? {
+            repairs.push(format!(
+                "it held records in the plain JSON-lines format of earlier ironcage versions (no integrity protection); moved them to {} and started a tamper-evident log",
+                moved.display()
+            ));
+            log = fsutil::open_rw_create(path, 0o600).map_err(err)?;
+        }
         let idx = fsutil::open_rw_create(&sidecar(path, "idx"), 0o600).map_err(err)?;
         let tree = fsutil::open_rw_create(&sidecar(path, "tree"), 0o600).map_err(err)?;
         let mut s = FileStore {
@@ -210,7 +218,7 @@ impl FileStore {
             idx: Some(idx),
             tree: Some(tree),
             writable: true,
-            repairs: Vec::new(),
+            repairs,
         };
         s.log.lock().map_err(|e| s.io(e))?;
         let r = s.reconcile();
@@ -447,6 +455,32 @@ impl FileStore {
     fn checkpoint_path(&self) -> PathBuf {
         sidecar(&self.path, "checkpoint")
     }
+}
+
+/// A log written by ironcage before the tamper-evident format (one `{"version","kind",
+/// "detail",...}` object per line) is moved aside to `<path>.legacy-<unix time>` so the
+/// new log can start; its records are kept, not converted (they never had integrity).
+fn move_legacy_log(path: &Path, log: &File) -> io::Result<Option<PathBuf>> {
+    let mut first = vec![0u8; 64 * 1024];
+    let n = log.read_at(&mut first, 0)?;
+    let line = first[..n].split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let legacy = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .is_some_and(|o| {
+            o.contains_key("kind") && o.contains_key("detail") && !o.contains_key("seq")
+        });
+    if !legacy {
+        return Ok(None);
+    }
+    log.lock()?;
+    let secs = crate::entry::now_unix_ms() / 1000;
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".legacy-{secs}"));
+    let to = PathBuf::from(to);
+    let r = std::fs::rename(path, &to);
+    let _ = log.unlock();
+    r.map(|()| Some(to))
 }
 
 struct FileNodes<'a>(&'a File);

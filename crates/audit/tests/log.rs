@@ -305,3 +305,31 @@ fn unsafe_free_kill(pid: u32) {
         .args(["-KILL", &pid.to_string()])
         .status();
 }
+
+#[test]
+fn a_legacy_json_lines_log_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let legacy =
+        "{\"version\":1,\"kind\":\"run\",\"time_unix_ms\":1,\"host_uid\":0,\"detail\":{}}\n";
+    std::fs::write(&path, legacy).unwrap();
+    let mut log = AuditLog::open_file(&path, None).unwrap();
+    let repairs = log.take_repairs();
+    assert!(
+        repairs.iter().any(|r| r.contains("JSON-lines format")),
+        "{repairs:?}"
+    );
+    log.append(&[ev(1)]).unwrap();
+    let moved: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("audit.log.legacy-")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(std::fs::read_to_string(moved[0].path()).unwrap(), legacy);
+    assert_eq!(log.size().unwrap(), 2);
+}

@@ -226,16 +226,29 @@ both_modes!(
             assert_eq!(r.code, 0, "{}", r.show());
         }
         let text = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<serde_json::Value> = text
+        let entries: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert_eq!(lines[1]["kind"], "run");
+        // log.init, then per run: run.start, run.end, violation.syscall (detail: syscall).
+        let kinds: Vec<&str> = entries
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
         assert_eq!(
-            lines[1]["detail"]["violations"][0]["syscall"], "ptrace",
+            kinds,
+            [
+                "log.init",
+                "run.start",
+                "run.end",
+                "violation.syscall",
+                "run.start",
+                "run.end",
+                "violation.syscall"
+            ],
             "{text}"
         );
+        assert_eq!(entries[6]["fields"]["syscall"], "ptrace", "{text}");
     }
 );
 
