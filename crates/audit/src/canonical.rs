@@ -247,6 +247,94 @@ mod tests {
         );
     }
 
+    /// The fast checker accepts exactly the byte strings that re-encode to themselves.
+    #[test]
+    fn checker_agrees_with_reencoding() {
+        let samples = [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":"x\n\u0001é"}}"#,
+            r#"{"a":1, "b":2}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":01}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1.5}"#,
+            r#"{"a":1e5}"#,
+            r#"{"a":1e+21}"#,
+            r#"{"a":1e21}"#,
+            r#"{"a":0.000001}"#,
+            r#"{"a":1e-7}"#,
+            r#"{"a":18446744073709551615}"#,
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":-9223372036854775808}"#,
+            r#"{"a":"\/"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\u000a"}"#,
+            r#"{"a":"\u001F"}"#,
+            r#"{"a":"\u001f"}"#,
+            r#"{"a":"\t"}"#,
+            "{\"a\":\"\t\"}",
+            r#"{"\n":1,"a":2}"#,
+            r#"{"a":2,"\n":1}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":[]}"#,
+            r#"{}"#,
+            r#"[1]"#,
+            r#"{"a":1}x"#,
+            r#"{"a":"unterminated}"#,
+            r#"{"\ud83d\ude00":1,"\ufb33":2}"#,
+            "{\"\u{1f600}\":1,\"\u{fb33}\":2}",
+            "{\"\u{fb33}\":2,\"\u{1f600}\":1}",
+        ];
+        for text in samples {
+            let reencodes = serde_json::from_str::<Value>(&text)
+                .map(|v| v.is_object() && to_vec(&v) == text.as_bytes())
+                .unwrap_or(false);
+            let checked = check_object(text.as_bytes(), |_, _| {});
+            assert_eq!(checked.is_ok(), reencodes, "{text}: {checked:?}");
+        }
+    }
+
+    /// Random single-byte mutations of canonical entries: the checker and re-encoding agree.
+    #[test]
+    fn checker_agrees_with_reencoding_under_mutation() {
+        let base = to_vec(&serde_json::json!({
+            "fields": {"cmd": ["python3", "-c", "print(1)\n"], "n": -12, "x": 0.25, "ok": true, "none": null},
+            "prev": "00ff", "seq": 1042, "time": "2026-11-25T09:18:16.123Z", "type": "run.end", "v": 1
+        }));
+        let alphabet = b"{}[],:\" 0123456789-+.eEabcdfnrtu\\/\n\t\x01\x7f";
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut b = base.clone();
+            for _ in 0..1 + next() % 2 {
+                let at = (next() % b.len() as u64) as usize;
+                match next() % 3 {
+                    0 => b[at] = alphabet[(next() % alphabet.len() as u64) as usize],
+                    1 => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, alphabet[(next() % alphabet.len() as u64) as usize]),
+                }
+            }
+            let reencodes = serde_json::from_slice::<Value>(&b)
+                .map(|v| v.is_object() && to_vec(&v) == b)
+                .unwrap_or(false);
+            let checked = check_object(&b, |_, _| {});
+            assert_eq!(
+                checked.is_ok(),
+                reencodes,
+                "{}: {checked:?}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+    }
+
     #[test]
     fn parse_then_canonicalise_is_stable() {
         let text = r#"{ "seq" : 3, "fields": {"n": -0.5, "big": 18446744073709551615, "neg": -9223372036854775808} }"#;
@@ -257,5 +345,247 @@ mod tests {
             String::from_utf8(once).unwrap(),
             r#"{"fields":{"big":18446744073709551615,"n":-0.5,"neg":-9223372036854775808},"seq":3}"#
         );
+    }
+}
+
+/// Why bytes are not canonical JSON (byte offset of the first problem).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not canonical JSON at byte {at}: {what}")]
+pub struct NotCanonical {
+    pub at: usize,
+    pub what: &'static str,
+}
+
+/// Checks in one pass, without allocating, that `bytes` are exactly the canonical encoding
+/// of a JSON object (what `to_vec` of its parse would give), and calls `top(key, raw
+/// value)` for each of its members. `verify` runs this on every entry of a log, so it is
+/// written for speed; `tests::checker_agrees_with_reencoding` holds it to `to_vec`.
+pub fn check_object<'a>(
+    bytes: &'a [u8],
+    mut top: impl FnMut(&str, &'a [u8]),
+) -> Result<(), NotCanonical> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(NotCanonical {
+            at: 0,
+            what: "not UTF-8",
+        });
+    }
+    let mut c = Checker { b: bytes, i: 0 };
+    if c.peek() != Some(b'{') {
+        return Err(c.err("an entry is a JSON object"));
+    }
+    c.object(&mut |k, v| top(k, v), 0)?;
+    if c.i != bytes.len() {
+        return Err(c.err("trailing bytes"));
+    }
+    Ok(())
+}
+
+struct Checker<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+const MAX_DEPTH: usize = 128;
+
+impl<'a> Checker<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn err(&self, what: &'static str) -> NotCanonical {
+        NotCanonical { at: self.i, what }
+    }
+
+    fn expect(&mut self, ch: u8, what: &'static str) -> Result<(), NotCanonical> {
+        if self.peek() == Some(ch) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err(what))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), NotCanonical> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nested too deeply"));
+        }
+        match self.peek() {
+            Some(b'{') => self.object(&mut |_, _| {}, depth + 1),
+            Some(b'[') => {
+                self.i += 1;
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    match self.peek() {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.err("expected , or ] (no whitespace)")),
+                    }
+                }
+            }
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.err("expected a value (no whitespace)")),
+        }
+    }
+
+    fn literal(&mut self, lit: &'static [u8]) -> Result<(), NotCanonical> {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(self.err("bad literal"))
+        }
+    }
+
+    fn object(
+        &mut self,
+        member: &mut dyn FnMut(&str, &'a [u8]),
+        depth: usize,
+    ) -> Result<(), NotCanonical> {
+        self.expect(b'{', "expected {")?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut last: Option<std::borrow::Cow<'a, str>> = None;
+        loop {
+            let key = self.string()?;
+            if let Some(prev) = &last {
+                let (prev, key): (&str, &str) = (prev, &key);
+                let ordered = if prev.is_ascii() && key.is_ascii() {
+                    prev < key
+                } else {
+                    prev.encode_utf16().cmp(key.encode_utf16()) == std::cmp::Ordering::Less
+                };
+                if !ordered {
+                    return Err(self.err("object keys out of order or repeated"));
+                }
+            }
+            self.expect(b':', "expected : (no whitespace)")?;
+            let start = self.i;
+            self.value(depth)?;
+            member(&key, &self.b[start..self.i]);
+            last = Some(key);
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected , or } (no whitespace)")),
+            }
+        }
+    }
+
+    /// A string in canonical escaping; returns its value (borrowed unless it has escapes).
+    fn string(&mut self) -> Result<std::borrow::Cow<'a, str>, NotCanonical> {
+        self.expect(b'"', "expected a string")?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let Some(&ch) = self.b.get(self.i) else {
+                return Err(self.err("unterminated string"));
+            };
+            match ch {
+                b'"' => {
+                    let raw = &self.b[start - 1..=self.i];
+                    self.i += 1;
+                    if escaped {
+                        return serde_json::from_slice::<String>(raw)
+                            .map(std::borrow::Cow::Owned)
+                            .map_err(|_| self.err("bad string"));
+                    }
+                    // The input is valid UTF-8 and quotes are ASCII: on char boundaries.
+                    let s = std::str::from_utf8(&raw[1..raw.len() - 1])
+                        .map_err(|_| self.err("not UTF-8"))?;
+                    return Ok(std::borrow::Cow::Borrowed(s));
+                }
+                b'\\' => {
+                    escaped = true;
+                    let Some(&e) = self.b.get(self.i + 1) else {
+                        return Err(self.err("unterminated escape"));
+                    };
+                    match e {
+                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
+                        b'u' => {
+                            // Only control characters without a short form, as \u00xx
+                            // with lowercase hex.
+                            let h = self
+                                .b
+                                .get(self.i + 2..self.i + 6)
+                                .ok_or_else(|| self.err("short \\u escape"))?;
+                            let lower_hex =
+                                |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+                            if h[0] != b'0' || h[1] != b'0' || !lower_hex(h[2]) || !lower_hex(h[3])
+                            {
+                                return Err(
+                                    self.err("\\u escape of a character that is written as is")
+                                );
+                            }
+                            let v = u8::from_str_radix(
+                                std::str::from_utf8(&h[2..]).unwrap_or("ff"),
+                                16,
+                            )
+                            .unwrap_or(0xff);
+                            if v >= 0x20 || matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
+                                return Err(self.err("\\u escape where a short escape or the character itself is canonical"));
+                            }
+                            self.i += 6;
+                        }
+                        _ => return Err(self.err("escape that canonical JSON never writes")),
+                    }
+                }
+                0..=0x1f => return Err(self.err("unescaped control character")),
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn number(&mut self) -> Result<(), NotCanonical> {
+        let start = self.i;
+        while let Some(ch) = self.peek() {
+            if ch.is_ascii_digit() || matches!(ch, b'-' | b'+' | b'.' | b'e' | b'E') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
+        let int = text.strip_prefix('-').unwrap_or(text);
+        if !int.is_empty() && int.bytes().all(|c| c.is_ascii_digit()) {
+            // Integers: no leading zeros, no -0, and within what the encoder writes.
+            if (int.len() > 1 && int.starts_with('0')) || text == "-0" {
+                return Err(NotCanonical {
+                    at: start,
+                    what: "number with a leading zero or -0",
+                });
+            }
+            let fits = if text.starts_with('-') {
+                text.parse::<i64>().is_ok()
+            } else {
+                text.parse::<u64>().is_ok()
+            };
+            if fits {
+                return Ok(());
+            }
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() && format_f64(f) == text => Ok(()),
+            _ => Err(NotCanonical {
+                at: start,
+                what: "number not in canonical form",
+            }),
+        }
     }
 }

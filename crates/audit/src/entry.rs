@@ -119,63 +119,88 @@ pub struct Parsed {
     pub kind: String,
     pub run: Option<String>,
     pub time: String,
-    pub value: Value,
 }
 
-/// Parses stored entry bytes and checks they are exactly the canonical encoding.
-pub fn parse(bytes: &[u8]) -> Result<Parsed, EntryError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| EntryError::Json(e.to_string()))?;
-    if canonical::to_vec(&value) != bytes {
-        return Err(EntryError::NotCanonical);
+fn json_str(raw: &[u8]) -> Option<String> {
+    if raw.len() < 2 || raw[0] != b'"' {
+        return None;
     }
-    let obj = value
-        .as_object()
-        .ok_or(EntryError::Field("(entry object)"))?;
-    let v = obj
-        .get("v")
-        .and_then(Value::as_u64)
-        .ok_or(EntryError::Field("v"))?;
+    if !raw.contains(&b'\\') {
+        return std::str::from_utf8(&raw[1..raw.len() - 1])
+            .ok()
+            .map(str::to_string);
+    }
+    serde_json::from_slice(raw).ok()
+}
+
+/// Parses stored entry bytes, checking that they are exactly the canonical encoding (in
+/// one pass, without building the JSON tree: `verify` does this for every entry).
+pub fn parse(bytes: &[u8]) -> Result<Parsed, EntryError> {
+    let (mut v, mut seq, mut prev, mut kind, mut time, mut run, mut fields) =
+        (None, None, None, None, None, None, false);
+    let mut bad_run = false;
+    crate::canonical::check_object(bytes, |key, raw| match key {
+        "v" => {
+            v = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        }
+        "seq" => {
+            seq = std::str::from_utf8(raw)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+        }
+        "prev" => {
+            prev = json_str(raw)
+                .and_then(|h| unhex(&h))
+                .and_then(|h| <Hash>::try_from(h).ok())
+        }
+        "type" => kind = json_str(raw).filter(|k| !k.is_empty()),
+        "time" => time = json_str(raw),
+        "run" => {
+            run = json_str(raw);
+            bad_run = run.is_none();
+        }
+        "fields" => fields = raw.first() == Some(&b'{'),
+        _ => {}
+    })
+    .map_err(|e| {
+        // Say "not JSON" when it is not JSON at all, "not canonical" when it is JSON.
+        match serde_json::from_slice::<Value>(bytes) {
+            Err(j) => EntryError::Json(j.to_string()),
+            Ok(_) => {
+                let _ = e;
+                EntryError::NotCanonical
+            }
+        }
+    })?;
+    let v = v.ok_or(EntryError::Field("v"))?;
     if v != ENTRY_VERSION {
         return Err(EntryError::Version(v));
     }
-    let seq = obj
-        .get("seq")
-        .and_then(Value::as_u64)
-        .ok_or(EntryError::Field("seq"))?;
-    let prev = obj
-        .get("prev")
-        .and_then(Value::as_str)
-        .and_then(unhex)
-        .and_then(|h| <Hash>::try_from(h).ok())
-        .ok_or(EntryError::Field("prev"))?;
-    let kind = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or(EntryError::Field("type"))?
-        .to_string();
-    let time = obj
-        .get("time")
-        .and_then(Value::as_str)
-        .ok_or(EntryError::Field("time"))?
-        .to_string();
-    let run = match obj.get("run") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(EntryError::Field("run")),
-    };
-    if !obj.get("fields").is_some_and(Value::is_object) {
+    if bad_run {
+        return Err(EntryError::Field("run"));
+    }
+    if !fields {
         return Err(EntryError::Field("fields"));
     }
     Ok(Parsed {
-        seq,
-        prev,
-        kind,
+        seq: seq.ok_or(EntryError::Field("seq"))?,
+        prev: prev.ok_or(EntryError::Field("prev"))?,
+        kind: kind.ok_or(EntryError::Field("type"))?,
         run,
-        time,
-        value,
+        time: time.ok_or(EntryError::Field("time"))?,
     })
+}
+
+/// The log's name, from entry 0 (`log.init`).
+pub fn origin(first: &[u8]) -> Option<String> {
+    let p = parse(first).ok()?;
+    if p.kind != TYPE_LOG_INIT {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(first).ok()?;
+    v["fields"]["origin"].as_str().map(str::to_string)
 }
 
 /// `2026-11-25T09:18:16.123Z` from Unix milliseconds (proleptic Gregorian, UTC).

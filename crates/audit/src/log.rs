@@ -44,11 +44,7 @@ fn new_origin() -> String {
 }
 
 fn origin_of(first: &[u8]) -> Option<String> {
-    let p = entry::parse(first).ok()?;
-    if p.kind != TYPE_LOG_INIT {
-        return None;
-    }
-    p.value["fields"]["origin"].as_str().map(str::to_string)
+    entry::origin(first)
 }
 
 struct EventAppender<'a> {

@@ -52,6 +52,8 @@ struct Item {
     locator: u64,
     parsed: Result<Parsed, entry::EntryError>,
     leaf: Hash,
+    /// Entry 0's log name.
+    origin: Option<String>,
 }
 
 const BLOCK: usize = 16 * 1024;
@@ -135,9 +137,7 @@ impl State<'_> {
                 );
                 return Ok(());
             }
-            self.origin = parsed.value["fields"]["origin"]
-                .as_str()
-                .map(str::to_string);
+            self.origin = item.origin.clone();
         } else if parsed.prev != self.prev_leaf {
             let msg = self.explain_chain_break(p, &parsed);
             self.fail(p, tampered(Some(p - 1), msg));
@@ -216,27 +216,41 @@ impl State<'_> {
     }
 }
 
-fn process(raw: &[(u64, u64, Vec<u8>)]) -> Vec<Item> {
-    raw.iter()
-        .map(|(position, locator, bytes)| Item {
-            position: *position,
-            locator: *locator,
-            parsed: entry::parse(bytes),
-            leaf: crate::merkle::leaf_hash(bytes),
+/// Entries collected for parallel processing: their bytes back to back, and for each
+/// (position, locator, start, end) into `data`.
+#[derive(Default)]
+struct Block {
+    data: Vec<u8>,
+    items: Vec<(u64, u64, usize, usize)>,
+}
+
+fn process(data: &[u8], items: &[(u64, u64, usize, usize)]) -> Vec<Item> {
+    items
+        .iter()
+        .map(|&(position, locator, a, b)| {
+            let bytes = &data[a..b];
+            Item {
+                position,
+                locator,
+                parsed: entry::parse(bytes),
+                leaf: crate::merkle::leaf_hash(bytes),
+                origin: (position == 0).then(|| entry::origin(bytes)).flatten(),
+            }
         })
         .collect()
 }
 
 /// Parses and hashes a block on all available cores, keeping order.
-fn process_parallel(block: &[(u64, u64, Vec<u8>)], threads: usize) -> Vec<Item> {
-    if threads <= 1 || block.len() < 256 {
-        return process(block);
+fn process_parallel(block: &Block, threads: usize) -> Vec<Item> {
+    if threads <= 1 || block.items.len() < 256 {
+        return process(&block.data, &block.items);
     }
-    let chunk = block.len().div_ceil(threads);
+    let chunk = block.items.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = block
+            .items
             .chunks(chunk)
-            .map(|c| s.spawn(move || process(c)))
+            .map(|c| s.spawn(move || process(&block.data, c)))
             .collect();
         handles
             .into_iter()
@@ -294,17 +308,22 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
         compared_pos: 0,
         tree_mismatch: None,
     };
-    let mut block: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(BLOCK);
-    let flush = |block: &mut Vec<(u64, u64, Vec<u8>)>, st: &mut State| -> Result<(), StoreError> {
+    let mut block = Block::default();
+    let flush = |block: &mut Block, st: &mut State| -> Result<(), StoreError> {
         for item in process_parallel(block, threads) {
             st.take(item)?;
         }
-        block.clear();
+        block.data.clear();
+        block.items.clear();
         Ok(())
     };
     let end = store.scan(&mut |raw: Raw<'_>| {
-        block.push((raw.position, raw.locator, raw.bytes.to_vec()));
-        if block.len() == BLOCK {
+        let start = block.data.len();
+        block.data.extend_from_slice(raw.bytes);
+        block
+            .items
+            .push((raw.position, raw.locator, start, block.data.len()));
+        if block.items.len() == BLOCK {
             flush(&mut block, &mut st)?;
         }
         Ok(())
