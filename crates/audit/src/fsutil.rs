@@ -79,30 +79,6 @@ pub fn write_new_file(path: &Path, mode: u32, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// Replaces `path` atomically with `data` (temporary file + rename in the same directory).
-pub fn replace_file(path: &Path, mode: u32, data: &[u8], sync: bool) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(|e| explain(e, &tmp))?;
-        f.write_all(data)?;
-        if sync {
-            f.sync_data()?;
-        }
-    }
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
 /// Makes a directory entry durable (after creating or renaming a file in it).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -333,3 +333,34 @@ fn a_legacy_json_lines_log_is_moved_aside() {
     assert_eq!(std::fs::read_to_string(moved[0].path()).unwrap(), legacy);
     assert_eq!(log.size().unwrap(), 2);
 }
+
+#[test]
+fn a_torn_checkpoint_write_leaves_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log =
+        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+    log.append(&[ev(1)]).unwrap(); // size 2, slot 0
+    log.append(&[ev(2)]).unwrap(); // size 3, slot 1
+    let cp_path = dir.path().join("audit.log.checkpoint");
+    let mut slots = std::fs::read(&cp_path).unwrap();
+    // A crash in the middle of writing slot 1: half of it is garbage.
+    for b in &mut slots[4096 + 40..4096 + 120] {
+        *b = b'#';
+    }
+    std::fs::write(&cp_path, &slots).unwrap();
+    let note = log.stored_checkpoint().unwrap().unwrap();
+    assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 2);
+    verify_file(&path, &key).unwrap();
+    // The next append writes the slot that does not hold the good one.
+    log.append(&[ev(3)]).unwrap();
+    let note = log.stored_checkpoint().unwrap().unwrap();
+    assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 4);
+    let slots = std::fs::read(&cp_path).unwrap();
+    let slot0 = String::from_utf8_lossy(&slots[..4096]);
+    assert!(
+        slot0.contains("\n2\n"),
+        "the good checkpoint of size 2 must survive: {slot0}"
+    );
+}
