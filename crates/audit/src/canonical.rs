@@ -88,7 +88,7 @@ pub fn format_f64(f: f64) -> String {
         && exact_digits[k + 1..].bytes().all(|b| b == b'0')
     {
         let low: u128 = exact_digits[..k].parse().unwrap_or(0);
-        let even = if low % 2 == 0 { low } else { low + 1 };
+        let even = if low.is_multiple_of(2) { low } else { low + 1 };
         let mut s = even.to_string();
         if s.len() > k {
             // Carried into a new digit (…9 + 1): one more power of ten.
@@ -287,7 +287,7 @@ mod tests {
             "{\"\u{fb33}\":2,\"\u{1f600}\":1}",
         ];
         for text in samples {
-            let reencodes = serde_json::from_str::<Value>(&text)
+            let reencodes = serde_json::from_str::<Value>(text)
                 .map(|v| v.is_object() && to_vec(&v) == text.as_bytes())
                 .unwrap_or(false);
             let checked = check_object(text.as_bytes(), |_, _| {});

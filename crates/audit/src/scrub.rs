@@ -314,7 +314,7 @@ fn luhn(d: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0 && d.iter().any(|&x| x != 0)
+    sum.is_multiple_of(10) && d.iter().any(|&x| x != 0)
 }
 
 #[cfg(test)]

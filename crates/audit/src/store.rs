@@ -89,6 +89,8 @@ pub struct ScanEnd {
 }
 
 pub type Visit<'a> = dyn FnMut(Raw<'_>) -> Result<(), StoreError> + 'a;
+/// Called with (sequence number, entry bytes).
+pub type EntryVisit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
 
 pub trait Store {
     /// A human name for messages (the file path).
@@ -98,12 +100,7 @@ pub trait Store {
     /// Number of entries.
     fn size(&self) -> Result<u64, StoreError>;
     /// Calls `visit(seq, bytes)` for entries `from..to`.
-    fn entries(
-        &self,
-        from: u64,
-        to: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+    fn entries(&self, from: u64, to: u64, visit: &mut EntryVisit<'_>) -> Result<(), StoreError>;
     /// A complete subtree hash from the stored tree.
     fn node(&self, level: u32, index: u64) -> Result<Hash, StoreError>;
     /// Every stored entry as stored, ignoring all derived data: what `verify` reads.
@@ -519,12 +516,7 @@ impl Store for FileStore {
         self.indexed(log_len).map_err(|e| self.io(e))
     }
 
-    fn entries(
-        &self,
-        from: u64,
-        to: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn entries(&self, from: u64, to: u64, visit: &mut EntryVisit<'_>) -> Result<(), StoreError> {
         if from >= to {
             return Ok(());
         }
@@ -831,12 +823,7 @@ impl Store for MemStore {
         Ok(self.entries.len() as u64)
     }
 
-    fn entries(
-        &self,
-        from: u64,
-        to: u64,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn entries(&self, from: u64, to: u64, visit: &mut EntryVisit<'_>) -> Result<(), StoreError> {
         for s in from..to {
             let e = self
                 .entries

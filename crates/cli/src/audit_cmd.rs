@@ -185,35 +185,48 @@ fn summary(e: &Value) -> String {
     )
 }
 
-fn print_entries(log: &AuditLog, from: u64, to: u64, json: bool) -> Result<()> {
+/// Prints entries `from..to`; false when stdout is gone (a closed pipe), so `--follow`
+/// ends with its reader.
+fn print_entries(log: &AuditLog, from: u64, to: u64, json: bool) -> Result<bool> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let mut open = true;
     log.store()
         .entries(from, to, &mut |_, bytes| {
-            if json {
-                out!("{}", String::from_utf8_lossy(bytes));
+            let text = if json {
+                String::from_utf8_lossy(bytes).into_owned()
             } else {
                 match serde_json::from_slice::<Value>(bytes) {
-                    Ok(v) => out!("{}", summary(&v)),
-                    Err(_) => out!("(unreadable entry: run `ironcage audit verify`)"),
+                    Ok(v) => summary(&v),
+                    Err(_) => "(unreadable entry: run `ironcage audit verify`)".into(),
                 }
+            };
+            if open && writeln!(stdout, "{text}").is_err() {
+                open = false;
             }
             Ok(())
         })
-        .map_err(|e| fail(IO, e))
+        .map_err(|e| fail(IO, e))?;
+    Ok(open && stdout.flush().is_ok())
 }
 
 fn tail(path: &Path, n: u64, follow: bool, json: bool) -> Result<i32> {
     let log = open_read(path)?;
     let mut size = log.size().map_err(|e| fail(IO, e))?;
-    print_entries(&log, size.saturating_sub(n), size, json)?;
-    while follow {
+    let open = print_entries(&log, size.saturating_sub(n), size, json)?;
+    if !follow || !open {
+        return Ok(0);
+    }
+    loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let now = log.size().map_err(|e| fail(IO, e))?;
         if now > size {
-            print_entries(&log, size, now, json)?;
+            if !print_entries(&log, size, now, json)? {
+                return Ok(0);
+            }
             size = now;
         }
     }
-    Ok(0)
 }
 
 fn show(path: &Path, seq: u64, json: bool) -> Result<i32> {

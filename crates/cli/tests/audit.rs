@@ -587,3 +587,52 @@ fn concurrent_runs_share_one_log() {
         }
     }
 }
+
+#[test]
+fn tail_follow_prints_new_entries_and_ends_with_its_reader() {
+    use std::io::{BufRead, BufReader};
+    let (l, _) = sample_log();
+    let mut c = ic(Mode::Root, &l.env());
+    c.args([
+        "audit",
+        "--log",
+        l.log.to_str().unwrap(),
+        "tail",
+        "-n",
+        "1",
+        "--follow",
+    ])
+    .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("#18 "), "{first}");
+    assert_eq!(
+        l.cmd(Mode::Root, &["run", "--", "/bin/echo", "followed"]).0,
+        0
+    );
+    let mut next = String::new();
+    out.read_line(&mut next).unwrap();
+    assert!(
+        next.starts_with("#19 ")
+            && next.contains("run.start")
+            && next.contains("/bin/echo followed"),
+        "{next}"
+    );
+    // The reader goes away: the next entries find a closed pipe and tail ends by itself.
+    drop(out);
+    assert_eq!(l.cmd(Mode::Root, &["run", "--", "/bin/true"]).0, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail --follow kept running without a reader"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
