@@ -21,3 +21,7 @@ import ctypes; libc = ctypes.CDLL(None, use_errno=True)
 print("ptrace returned", libc.ptrace(0, 0, 0, 0), "errno", ctypes.get_errno())' || true
 /usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("report: outcome", r["outcome"], "| violations", [(v["syscall"], v["count"]) for v in r["violations"]], "| wall", round(r["wall_time_ms"],1), "ms")' "$report"
 rm -f "$report"
+echo
+echo "== the audit log: both runs are on record, signed and verifiable"
+$bin audit tail -n 8
+$bin audit verify

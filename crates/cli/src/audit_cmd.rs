@@ -117,6 +117,19 @@ fn open_checkpoint(label: &str, note_text: &str, key: Option<&VerifierKey>) -> R
     Checkpoint::open(note_text, key).map_err(|e| fail(FAILED, format!("checkpoint {label}: {e}")))
 }
 
+/// A command-line word as a shell would need it (quoted when it has spaces or controls),
+/// so a summary stays on one line.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./=:@%+,-[]".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("{w:?}")
+    }
+}
+
 /// A one-line summary of an entry for humans.
 fn summary(e: &Value) -> String {
     let f = &e["fields"];
@@ -132,9 +145,34 @@ fn summary(e: &Value) -> String {
             s(&f["policy"]),
             f["command"]
                 .as_array()
-                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                .map(|a| a
+                    .iter()
+                    .map(|w| shell_word(&s(w)))
+                    .collect::<Vec<_>>()
+                    .join(" "))
                 .unwrap_or_default()
         ),
+        "run.resources" => {
+            let ms = |k: &str| f[k].as_u64().unwrap_or(0) / 1000;
+            let mut t = format!(
+                "cpu={}ms peak={}KiB",
+                ms("cpu_user_us") + ms("cpu_system_us"),
+                f["peak_memory_bytes"].as_u64().unwrap_or(0) / 1024
+            );
+            for (k, label) in [
+                ("oom_kills", "oom-kills"),
+                ("pids_refused_forks", "refused-forks"),
+                ("cpu_throttled_periods", "throttled"),
+            ] {
+                if f[k].as_u64().unwrap_or(0) > 0 {
+                    t.push_str(&format!(" {label}={}", f[k]));
+                }
+            }
+            if f["timed_out"] == true {
+                t.push_str(" TIMED-OUT");
+            }
+            t
+        }
         "run.end" => format!(
             "{} exit={} wall={}ms violations={}/{}/{}",
             s(&f["outcome"]),
