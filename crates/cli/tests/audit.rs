@@ -636,3 +636,26 @@ fn tail_follow_prints_new_entries_and_ends_with_its_reader() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+both_modes! {
+    fn built_in_profiles_record_to_the_default_log(mode: Mode) {
+        // No paths given anywhere: root's log is /var/log/ironcage/audit.log, a user's is
+        // ~/.local/state/ironcage/audit.log, each with its own key.
+        let marker = format!("default-log-{}", unique());
+        let mut c = ironcage(mode);
+        c.args(["run", "--profile", "ai-strict", "--", "/bin/echo", &marker]);
+        let (code, out, err) = spawn(c, None);
+        assert_eq!((code, out.trim()), (0, marker.as_str()), "{err}");
+        let mut c = ironcage(mode);
+        c.args(["audit", "tail", "-n", "200"]);
+        let (code, out, err) = spawn(c, None);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&marker), "{out}");
+        let mut c = ironcage(mode);
+        c.args(["audit", "verify"]);
+        let (code, out, err) = spawn(c, None);
+        assert_eq!(code, 0, "{out}{err}");
+        let home = if mode == Mode::Root { "/var/log/ironcage/audit.log".to_string() } else { format!("/home/{}/.local/state/ironcage/audit.log", test_user().0) };
+        assert!(out.contains(&home), "{out}");
+    }
+}
