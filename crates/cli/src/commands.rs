@@ -141,6 +141,20 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     if !plan.floor_lifted.is_empty() {
         say!("ironcage: WARNING: policy `{}` LIFTS THE SECCOMP FLOOR for: {} (syscalls.unsafe_lift_floor)", policy.name, plan.floor_lifted.join(", "));
     }
+    // The sandbox must not reach its own record: no writable bind over the audit log,
+    // and (rootless, where the sandbox runs as the key's owner) no bind over the key.
+    if let Some(path) = &audit_path {
+        let key = crate::paths::default_audit_key(facts.is_root);
+        if let Some(why) = audit_exposure(&plan, path, &key, facts.is_root) {
+            let event = run_events::run_refused(&run_id, policy, &args.command, &why);
+            if let Err(ae) = open_audit_log(path, facts.is_root)
+                .and_then(|mut log| append_audit(&mut log, path, &[event]))
+            {
+                say!("ironcage: {ae:#}");
+            }
+            return Err(fail(exit_code::DENIED, why));
+        }
+    }
     // The audit log first, and the run's start recorded durably before it starts: a run
     // that cannot be recorded does not happen, and a supervisor killed mid-run still
     // leaves its start on record.
@@ -327,6 +341,54 @@ fn open_report_file(path: &std::path::Path) -> Result<std::fs::File> {
         };
         fail(exit_code::USAGE, format!("cannot write the report to {}: {why}", path.display()))
     })
+}
+
+/// Whether a bind would hand the sandbox its own audit record: a writable bind containing
+/// the log (it could rewrite it), or, rootless, any bind containing the signing key (the
+/// sandbox runs as the key's owner and could read it, then forge checkpoints).
+fn audit_exposure(
+    plan: &ironcage_sandbox::plan::Plan,
+    log: &std::path::Path,
+    key: &std::path::Path,
+    is_root: bool,
+) -> Option<String> {
+    // Compare real locations: either side may be reached through a symlink.
+    fn real(p: &std::path::Path) -> std::path::PathBuf {
+        if let Ok(r) = std::fs::canonicalize(p) {
+            return r;
+        }
+        match (
+            p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+            p.file_name(),
+        ) {
+            (Some(d), Some(f)) => d.join(f),
+            _ => p.to_path_buf(),
+        }
+    }
+    let (log, key) = (real(log), real(key));
+    for m in &plan.mounts {
+        let (host, writable) = match m {
+            MountStep::BindWritable { host, .. } => (host, true),
+            MountStep::BindReadOnly { host, .. } => (host, false),
+            _ => continue,
+        };
+        let host = real(host);
+        if writable && log.starts_with(&host) {
+            return Some(format!(
+                "the writable bind {} contains the audit log {}: the sandbox could rewrite its own record (bind another directory, or move the log with audit.log_path or IRONCAGE_AUDIT_LOG)",
+                host.display(),
+                log.display()
+            ));
+        }
+        if !is_root && key.starts_with(&host) {
+            return Some(format!(
+                "the bind {} contains the audit signing key {}, which the sandbox (running as you) could read (bind a narrower directory, or keep the key elsewhere with IRONCAGE_AUDIT_KEY)",
+                host.display(),
+                key.display()
+            ));
+        }
+    }
+    None
 }
 
 /// Opens the audit log for appending, with the host's signing key so every append leaves

@@ -659,3 +659,36 @@ both_modes! {
         assert!(out.contains(&home), "{out}");
     }
 }
+
+both_modes! {
+    fn the_sandbox_never_gets_its_own_record(mode: Mode) {
+        let l = Log::new();
+        let out = l.dir.path.join("logs");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        // A writable bind over the log's directory: the sandbox could rewrite the log.
+        let bind = format!("{}:/out", out.display());
+        let (code, _, err) = l.cmd(mode, &["run", "--rw", &bind, "--", "/bin/true"]);
+        assert_eq!(code, 120, "{err}");
+        assert!(err.contains("contains the audit log"), "{err}");
+        // A read-only bind over the key: harmless for root's sandboxes (uid 65534 cannot
+        // read a 0600 root key), refused rootless (the sandbox runs as the key's owner).
+        assert_eq!(l.cmd(mode, &["run", "--", "/bin/true"]).0, 0); // creates the key
+        let keys = format!("{}:/keys", l.key.parent().unwrap().display());
+        let (code, _, err) = l.cmd(mode, &["run", "--ro", &keys, "--", "/bin/cat", "/keys/audit.key"]);
+        match mode {
+            Mode::Root => {
+                assert_eq!(code, 1, "the key must be unreadable: {err}");
+                assert!(err.contains("Permission denied"), "{err}");
+            }
+            Mode::User => {
+                assert_eq!(code, 120, "{err}");
+                assert!(err.contains("contains the audit signing key"), "{err}");
+            }
+        }
+        // The refusals are on record, and the log is intact.
+        let refused = l.entries().iter().filter(|e| e["type"] == "run.refused").count();
+        assert_eq!(refused, if mode == Mode::Root { 1 } else { 2 });
+        assert_eq!(l.audit(mode, &["verify"]).0, 0);
+    }
+}
