@@ -543,9 +543,16 @@ impl Store for FileStore {
             self.log
                 .read_exact_at(&mut data, start)
                 .map_err(|e| self.io(e))?;
+            // The chunk's end offsets in one read.
+            let mut ends = vec![0u8; ((chunk_to - seq) * 8) as usize];
+            if let Some(idx) = &self.idx {
+                idx.read_exact_at(&mut ends, seq * 8)
+                    .map_err(|e| self.io(e))?;
+            }
             let mut pos = 0usize;
-            for s in seq..chunk_to {
-                let e = (self.end_of(s + 1).map_err(|e| self.io(e))? - start) as usize;
+            for (s, raw_end) in (seq..chunk_to).zip(ends.chunks_exact(8)) {
+                let end_s = u64::from_le_bytes(raw_end.try_into().unwrap_or([0; 8]));
+                let e = end_s.saturating_sub(start) as usize;
                 if e == 0 || e > data.len() || data[e - 1] != b'\n' || e <= pos {
                     return Err(StoreError::Corrupt {
                         path: self.path.clone(),

@@ -75,6 +75,8 @@ struct State<'a> {
     stored_exhausted: bool,
     compared_pos: u64,
     tree_mismatch: Option<(u64, u32, u64)>,
+    /// Runs with a `run.start` and (so far) no `run.end`.
+    open_runs: std::collections::BTreeMap<String, u64>,
 }
 
 impl State<'_> {
@@ -142,6 +144,15 @@ impl State<'_> {
             let msg = self.explain_chain_break(p, &parsed);
             self.fail(p, tampered(Some(p - 1), msg));
             return Ok(());
+        }
+        match (parsed.kind.as_str(), parsed.run) {
+            ("run.start", Some(run)) => {
+                self.open_runs.insert(run, p);
+            }
+            ("run.end", Some(run)) => {
+                self.open_runs.remove(&run);
+            }
+            _ => {}
         }
         self.prev_leaf = item.leaf;
         let mut emitted: Vec<(u32, u64, Hash)> = Vec::with_capacity(2);
@@ -307,6 +318,7 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
         stored_exhausted: false,
         compared_pos: 0,
         tree_mismatch: None,
+        open_runs: Default::default(),
     };
     let mut block = Block::default();
     let flush = |block: &mut Block, st: &mut State| -> Result<(), StoreError> {
@@ -347,6 +359,20 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
         warnings.push(format!(
             "{} bytes of an incomplete entry at the end (a writer was killed mid-append; never acknowledged; the next append removes them)",
             end.torn_tail_bytes
+        ));
+    }
+    if !st.open_runs.is_empty() {
+        let first: Vec<String> = st
+            .open_runs
+            .iter()
+            .take(5)
+            .map(|(run, seq)| format!("{run} (entry {seq})"))
+            .collect();
+        warnings.push(format!(
+            "{} run(s) started but have no run.end (still running, or their supervisor was killed): {}{}",
+            st.open_runs.len(),
+            first.join(", "),
+            if st.open_runs.len() > 5 { ", ..." } else { "" }
         ));
     }
     let root = st.frontier.root();

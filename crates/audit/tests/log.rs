@@ -364,3 +364,39 @@ fn a_torn_checkpoint_write_leaves_the_previous_checkpoint() {
         "the good checkpoint of size 2 must survive: {slot0}"
     );
 }
+
+#[test]
+fn a_run_without_an_end_is_pointed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log =
+        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
+    log.append(&[Event::new(
+        "run.start",
+        Some("finished"),
+        serde_json::json!({}),
+    )])
+    .unwrap();
+    log.append(&[Event::new(
+        "run.start",
+        Some("killed"),
+        serde_json::json!({}),
+    )])
+    .unwrap();
+    log.append(&[Event::new(
+        "run.end",
+        Some("finished"),
+        serde_json::json!({}),
+    )])
+    .unwrap();
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("1 run(s) started but have no run.end")
+                && w.contains("killed (entry 2)")),
+        "{:?}",
+        v.warnings
+    );
+}
