@@ -100,7 +100,7 @@ fn main() {
     let v = verify::verify(
         reader.store(),
         &Options {
-            key: Some(&key.verifier()),
+            keys: &[key.verifier()],
             checkpoints: vec![CheckpointInput {
                 label: "stored".into(),
                 note: note.clone(),

@@ -7,14 +7,17 @@
 //!  "entries": [{"seq": 5, "entry": "<entry bytes as a string>", "proof": ["<hex>", ...]}]}
 //! ```
 //! A bundle of the whole log (`complete`) carries no per-entry proofs: the verifier
-//! recomputes the tree from all entries. `public_key` is informational; the verifier
-//! only trusts the key it is given.
+//! recomputes the tree from all entries. A partial one (one run, a range) carries an
+//! inclusion proof per entry and a `manifest` signed by the log's key that states what was
+//! selected and the hash of exactly the entries included, so none can be left out.
+//! `public_key` is informational; the verifier only trusts the key it is given.
 
 use crate::entry;
 use crate::log::{AuditLog, LogError};
 use crate::merkle::{self, Frontier, Hash};
-use crate::note::{hex, unhex, Checkpoint, VerifierKey};
+use crate::note::{hex, unhex, Checkpoint, SigningKey, VerifierKey};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 pub const FORMAT: &str = "ironcage-audit-bundle/1";
 
@@ -26,7 +29,27 @@ pub struct Bundle {
     pub checkpoint: String,
     pub tree_size: u64,
     pub complete: bool,
+    /// What was selected: `all`, `run:<id>` or `range:<from>-<to>`.
+    #[serde(default)]
+    pub selection: String,
+    /// A signed note stating the selection and the entries it gave (see `manifest_text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
     pub entries: Vec<BundleEntry>,
+}
+
+/// The manifest's text: format, origin, tree size, selection, number of entries, and the
+/// SHA-256 of their leaf hashes in order.
+fn manifest_text(origin: &str, size: u64, selection: &str, leaves: &[Hash]) -> String {
+    let mut h = Sha256::new();
+    for l in leaves {
+        h.update(l);
+    }
+    format!(
+        "{FORMAT}\n{origin}\n{size}\n{selection}\n{}\n{}\n",
+        leaves.len(),
+        hex(&h.finalize())
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,9 +73,10 @@ pub fn export(
     log: &AuditLog,
     checkpoint_note: &str,
     cp: &Checkpoint,
-    public_key: Option<&VerifierKey>,
+    signer: Option<&SigningKey>,
     select: Select<'_>,
 ) -> Result<Bundle, LogError> {
+    let public_key = signer.map(|k| k.verifier());
     let size = cp.size;
     let (from, to) = match select {
         Select::All | Select::Run(_) => (0, size),
@@ -76,6 +100,17 @@ pub fn export(
         Ok(())
     })?;
     let complete = from == 0 && to == size && matches!(select, Select::All | Select::Range(..));
+    let selection = match &select {
+        Select::All => "all".to_string(),
+        Select::Run(id) => format!("run:{id}"),
+        Select::Range(..) => format!("range:{from}-{to}"),
+    };
+    let leaves: Vec<Hash> = entries
+        .iter()
+        .map(|e| merkle::leaf_hash(e.entry.as_bytes()))
+        .collect();
+    let manifest =
+        signer.map(|k| k.sign_note(&manifest_text(&cp.origin, size, &selection, &leaves)));
     if !complete {
         for e in &mut entries {
             e.proof = log
@@ -92,6 +127,8 @@ pub fn export(
         checkpoint: checkpoint_note.to_string(),
         tree_size: size,
         complete,
+        selection,
+        manifest,
         entries,
     })
 }
@@ -113,6 +150,10 @@ pub struct BundleVerified {
     pub tree_size: u64,
     pub entries: u64,
     pub complete: bool,
+    pub selection: String,
+    /// Whether a signed manifest proves no selected entry was left out (always true for a
+    /// complete bundle).
+    pub selection_attested: bool,
 }
 
 pub fn verify_bundle(b: &Bundle, key: &VerifierKey) -> Result<BundleVerified, BundleError> {
@@ -152,8 +193,8 @@ pub fn verify_bundle(b: &Bundle, key: &VerifierKey) -> Result<BundleVerified, Bu
             }
             if e.seq == ps + 1 && parsed.prev != pl {
                 return Err(bad(
-                    e.seq,
-                    format!("not linked to entry {ps} (the chain is broken)"),
+                    ps,
+                    format!("entry {ps} was modified, or the link to it in entry {} (the chain is broken between them)", e.seq),
                 ));
             }
         }
@@ -197,10 +238,34 @@ pub fn verify_bundle(b: &Bundle, key: &VerifierKey) -> Result<BundleVerified, Bu
             ));
         }
     }
+    let attested = match &b.manifest {
+        Some(m) => {
+            let text = key
+                .open(m)
+                .map_err(|e| BundleError::Checkpoint(format!("manifest: {e}")))?;
+            let leaves: Vec<Hash> = b.entries.iter().map(|e| merkle::leaf_hash(e.entry.as_bytes())).collect();
+            if text != manifest_text(&cp.origin, cp.size, &b.selection, &leaves) {
+                return Err(BundleError::Checkpoint(format!(
+                    "the entries are not the ones the signed manifest lists for `{}`: entries were left out, added or changed",
+                    b.selection
+                )));
+            }
+            true
+        }
+        None if b.complete => true,
+        None => {
+            return Err(BundleError::Checkpoint(format!(
+                "this partial bundle (`{}`) has no signed manifest, so entries could have been left out",
+                b.selection
+            )))
+        }
+    };
     Ok(BundleVerified {
         origin: cp.origin,
         tree_size: cp.size,
         entries: b.entries.len() as u64,
         complete: b.complete,
+        selection: b.selection.clone(),
+        selection_attested: attested,
     })
 }

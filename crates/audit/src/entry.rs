@@ -17,6 +17,8 @@ use serde_json::{Map, Value};
 pub const ENTRY_VERSION: u64 = 1;
 /// The type of entry 0, which names the log (its checkpoint origin).
 pub const TYPE_LOG_INIT: &str = "log.init";
+/// A crash trace the log repaired before an append (recorded so auditors see it).
+pub const TYPE_LOG_REPAIR: &str = "log.repair";
 
 /// An event to append: the caller's part of an entry.
 #[derive(Debug, Clone)]

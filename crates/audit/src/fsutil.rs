@@ -1,6 +1,7 @@
 //! File opening rules for everything the audit log touches: never through a symlink in the
 //! last component (a sandbox may have planted one where a log or key is expected), only
-//! regular files, close-on-exec.
+//! regular files (opened non-blocking, so a FIFO planted in their place cannot hang us
+//! before the check; O_NONBLOCK means nothing to regular files), close-on-exec.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -39,7 +40,7 @@ fn explain(e: io::Error, path: &Path) -> io::Error {
 pub fn open_read(path: &Path) -> io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| explain(e, path))?;
     check_regular(f, path)
@@ -52,7 +53,7 @@ pub fn open_rw_create(path: &Path, mode: u32) -> io::Result<File> {
         .write(true)
         .create(true)
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| explain(e, path))?;
     check_regular(f, path)
@@ -70,7 +71,7 @@ pub fn write_new_file(path: &Path, mode: u32, data: &[u8]) -> io::Result<()> {
         .write(true)
         .create_new(true)
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| explain(e, path))?;
     // The umask may have narrowed the mode; a public key must stay readable.

@@ -1,7 +1,7 @@
-//! The audit log: sequences, chains, hashes and seals events on top of a [`Store`], and
+//! The audit log: sequences, chains, hashes and signs events on top of a [`Store`], and
 //! answers proof requests. Verification from scratch is in `verify`.
 
-use crate::entry::{self, Event, TYPE_LOG_INIT};
+use crate::entry::{self, Event, TYPE_LOG_INIT, TYPE_LOG_REPAIR};
 use crate::merkle::{self, Hash};
 use crate::note::{Checkpoint, SigningKey};
 use crate::store::{Appender, Batch, FileStore, Head, Store, StoreError, StoreNodes};
@@ -15,6 +15,13 @@ pub enum LogError {
     Invalid { log: String, msg: String },
 }
 
+impl LogError {
+    /// Whether the log was found tampered with (as opposed to unreadable).
+    pub fn is_tampering(&self) -> bool {
+        matches!(self, LogError::Store(StoreError::Tampered { .. }))
+    }
+}
+
 pub struct AuditLog {
     store: Box<dyn Store>,
     signer: Option<SigningKey>,
@@ -24,27 +31,29 @@ pub struct AuditLog {
 /// What an append did.
 #[derive(Debug, Clone)]
 pub struct Appended {
-    /// Sequence number of the first appended event.
+    /// Sequence number of the first of the caller's events.
     pub first_seq: u64,
     /// Tree size after the append.
     pub size: u64,
     pub root: Hash,
-    /// Repairs made first (torn tail removed, index rebuilt), to tell the user.
+    /// The signed checkpoint of the new tree (with a signer).
+    pub checkpoint: Option<String>,
+    /// Crash traces repaired first, each recorded in the log as a `log.repair` entry.
     pub repairs: Vec<String>,
+    /// Problems after the entries were durable (index or checkpoint not written).
+    pub warnings: Vec<String>,
 }
 
 /// A fresh log's name (its checkpoint origin): host, and a random part so two logs on
 /// one host never share a name.
 fn new_origin() -> String {
-    let host = crate::note::default_key_name();
-    let host = host.trim_start_matches("ironcage-audit@");
     let mut r = [0u8; 6];
     let _ = getrandom::fill(&mut r);
-    format!("{host}/ironcage-audit/{}", crate::note::hex(&r))
-}
-
-fn origin_of(first: &[u8]) -> Option<String> {
-    entry::origin(first)
+    format!(
+        "{}/ironcage-audit/{}",
+        crate::note::host_name(),
+        crate::note::hex(&r)
+    )
 }
 
 struct EventAppender<'a> {
@@ -52,22 +61,38 @@ struct EventAppender<'a> {
     signer: Option<&'a SigningKey>,
     origin: &'a mut Option<String>,
     first_seq: u64,
+    sealed: Option<String>,
+    repairs: Vec<String>,
+}
+
+fn push_entry(bytes: Vec<u8>, batch: &mut Batch, prev: &mut Hash, seq: &mut u64) {
+    let leaf = merkle::leaf_hash(&bytes);
+    batch.bytes.extend_from_slice(&bytes);
+    batch.bytes.push(b'\n');
+    batch.ends.push(batch.bytes.len());
+    batch.leaves.push(leaf);
+    *prev = leaf;
+    *seq += 1;
 }
 
 impl Appender for EventAppender<'_> {
+    fn signs(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    fn trusted(&mut self, note: &str, first: Option<&[u8]>) -> Option<(u64, Hash)> {
+        let key = self.signer?;
+        if self.origin.is_none() {
+            *self.origin = first.and_then(entry::origin);
+        }
+        let cp = Checkpoint::open(note, &key.verifier()).ok()?;
+        (Some(&cp.origin) == self.origin.as_ref()).then_some((cp.size, cp.root))
+    }
+
     fn entries(&mut self, head: &Head) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         let mut prev = head.last_leaf.unwrap_or([0; 32]);
         let mut seq = head.size;
-        let push = |bytes: Vec<u8>, batch: &mut Batch, prev: &mut Hash, seq: &mut u64| {
-            let leaf = merkle::leaf_hash(&bytes);
-            batch.bytes.extend_from_slice(&bytes);
-            batch.bytes.push(b'\n');
-            batch.ends.push(batch.bytes.len());
-            batch.leaves.push(leaf);
-            *prev = leaf;
-            *seq += 1;
-        };
         if head.size == 0 {
             let origin = new_origin();
             let init = Event::new(
@@ -79,18 +104,28 @@ impl Appender for EventAppender<'_> {
                 }),
             );
             *self.origin = Some(origin);
-            push(
+            push_entry(
                 entry::encode(0, &prev, &init),
                 &mut batch,
                 &mut prev,
                 &mut seq,
             );
         } else if self.origin.is_none() {
-            *self.origin = head.first.as_deref().and_then(origin_of);
+            *self.origin = head.first.as_deref().and_then(entry::origin);
         }
+        for r in &head.repairs {
+            let ev = Event::new(TYPE_LOG_REPAIR, None, serde_json::json!({ "repair": r }));
+            push_entry(
+                entry::encode(seq, &prev, &ev),
+                &mut batch,
+                &mut prev,
+                &mut seq,
+            );
+        }
+        self.repairs = head.repairs.clone();
         self.first_seq = seq;
         for ev in self.events {
-            push(
+            push_entry(
                 entry::encode(seq, &prev, ev),
                 &mut batch,
                 &mut prev,
@@ -102,14 +137,14 @@ impl Appender for EventAppender<'_> {
 
     fn seal(&mut self, size: u64, root: &Hash) -> Option<String> {
         let (key, origin) = (self.signer?, self.origin.as_ref()?);
-        Some(
-            Checkpoint {
-                origin: origin.clone(),
-                size,
-                root: *root,
-            }
-            .sign(key),
-        )
+        let note = Checkpoint {
+            origin: origin.clone(),
+            size,
+            root: *root,
+        }
+        .sign(key);
+        self.sealed = Some(note.clone());
+        Some(note)
     }
 }
 
@@ -122,10 +157,21 @@ impl AuditLog {
         }
     }
 
-    /// The embedded default: a file log at `path`, opened for appending.
+    /// The embedded default: a file log at `path` (created if missing), for appending.
     pub fn open_file(path: &Path, signer: Option<SigningKey>) -> Result<AuditLog, LogError> {
         Ok(AuditLog::new(
             Box::new(FileStore::open_append(path)?),
+            signer,
+        ))
+    }
+
+    /// An existing file log, for appending (never creates one).
+    pub fn open_file_existing(
+        path: &Path,
+        signer: Option<SigningKey>,
+    ) -> Result<AuditLog, LogError> {
+        Ok(AuditLog::new(
+            Box::new(FileStore::open_existing(path)?),
             signer,
         ))
     }
@@ -137,10 +183,6 @@ impl AuditLog {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
-    }
-
-    pub fn set_signer(&mut self, signer: Option<SigningKey>) {
-        self.signer = signer;
     }
 
     pub fn name(&self) -> String {
@@ -156,17 +198,21 @@ impl AuditLog {
             signer: self.signer.as_ref(),
             origin: &mut self.origin,
             first_seq: 0,
+            sealed: None,
+            repairs: Vec::new(),
         };
-        let (head, root) = self.store.append(&mut app)?;
-        let first_seq = app.first_seq;
+        let done = self.store.append(&mut app)?;
         Ok(Appended {
-            first_seq,
-            size: head.size,
-            root,
-            repairs: self.store.take_repairs(),
+            first_seq: app.first_seq,
+            size: done.size,
+            root: done.root,
+            checkpoint: app.sealed,
+            repairs: app.repairs,
+            warnings: done.warnings,
         })
     }
 
+    /// Repairs noticed when the store was opened (before any append).
     pub fn take_repairs(&mut self) -> Vec<String> {
         self.store.take_repairs()
     }
@@ -177,7 +223,7 @@ impl AuditLog {
 
     pub fn origin(&mut self) -> Result<Option<String>, LogError> {
         if self.origin.is_none() && self.size()? > 0 {
-            self.origin = origin_of(&self.entry(0)?);
+            self.origin = entry::origin(&self.entry(0)?);
         }
         Ok(self.origin.clone())
     }
@@ -198,9 +244,14 @@ impl AuditLog {
         }
     }
 
+    fn proof_error(&self, e: std::io::Error) -> LogError {
+        self.invalid(format!(
+            "the index cannot be read ({e}); run `ironcage audit verify`"
+        ))
+    }
+
     pub fn root(&self, size: u64) -> Result<Hash, LogError> {
-        merkle::root(&StoreNodes(self.store.as_ref()), size)
-            .map_err(|e| self.invalid(e.to_string()))
+        merkle::root(&StoreNodes(self.store.as_ref()), size).map_err(|e| self.proof_error(e))
     }
 
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, LogError> {
@@ -208,17 +259,17 @@ impl AuditLog {
             return Err(self.invalid(format!("entry {seq} is not in the tree of size {size}")));
         }
         merkle::inclusion_proof(&StoreNodes(self.store.as_ref()), seq, size)
-            .map_err(|e| self.invalid(e.to_string()))
+            .map_err(|e| self.proof_error(e))
     }
 
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
         if old > new {
             return Err(self.invalid(format!(
-                "the old tree ({old} entries) is larger than the log now ({new}): the log was truncated"
+                "the old tree ({old} entries) is larger than the new one ({new}): the log was truncated"
             )));
         }
         merkle::consistency_proof(&StoreNodes(self.store.as_ref()), old, new)
-            .map_err(|e| self.invalid(e.to_string()))
+            .map_err(|e| self.proof_error(e))
     }
 
     /// The latest stored checkpoint, if any.
@@ -226,22 +277,21 @@ impl AuditLog {
         Ok(self.store.checkpoint()?)
     }
 
-    /// Signs a checkpoint of the log as it is now and stores it (unless a newer one is).
-    pub fn checkpoint_now(&mut self, key: &SigningKey) -> Result<String, LogError> {
-        let size = self.size()?;
-        if size == 0 {
+    /// Signs a checkpoint of the log as it is now (an append of nothing: the same checks
+    /// that the log still extends its last signed checkpoint) and stores it.
+    pub fn checkpoint_now(&mut self) -> Result<Appended, LogError> {
+        if self.signer.is_none() {
+            return Err(self.invalid("no signing key".into()));
+        }
+        if self.size()? == 0 {
             return Err(self.invalid("the log is empty: nothing to sign yet".into()));
         }
-        let origin = self
-            .origin()?
-            .ok_or_else(|| self.invalid("entry 0 does not name the log (no log.init)".into()))?;
-        let note = Checkpoint {
-            origin,
-            size,
-            root: self.root(size)?,
+        let a = self.append(&[])?;
+        if a.checkpoint.is_none() {
+            return Err(self.invalid(format!(
+                "entry 0 does not name the log (no {TYPE_LOG_INIT} entry): cannot sign"
+            )));
         }
-        .sign(key);
-        self.store.put_checkpoint(size, &note)?;
-        Ok(note)
+        Ok(a)
     }
 }

@@ -51,8 +51,8 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
-/// A key name from a host name: note key names may not contain spaces or '+'.
-pub fn default_key_name() -> String {
+/// This host's name, in the characters note key names and origins allow.
+pub fn host_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -66,13 +66,26 @@ pub fn default_key_name() -> String {
             }
         })
         .collect();
-    format!(
-        "ironcage-audit@{}",
-        if host.is_empty() { "localhost" } else { &host }
-    )
+    if host.is_empty() {
+        "localhost".into()
+    } else {
+        host
+    }
+}
+
+/// The name of a new key: host and owner, so keys of different users on one host are
+/// told apart in messages (`ironcage-audit-1001@host`; root's is `ironcage-audit@host`).
+pub fn default_key_name() -> String {
+    let uid = ironcage_sandbox::sys::geteuid();
+    if uid == 0 {
+        format!("ironcage-audit@{}", host_name())
+    } else {
+        format!("ironcage-audit-{uid}@{}", host_name())
+    }
 }
 
 /// An Ed25519 private key with its note key name.
+#[derive(Clone)]
 pub struct SigningKey {
     name: String,
     key: ed25519_dalek::SigningKey,
@@ -323,6 +336,47 @@ impl Checkpoint {
     }
 }
 
+/// Loads the signing key at `path` (never through a symlink). It must be private to its
+/// owner, who must be us: a key others can read signs nothing they could not forge. A
+/// missing `<path>.pub` is written again.
+pub fn load_key(path: &Path) -> Result<SigningKey, NoteError> {
+    use std::os::unix::fs::MetadataExt;
+    let bad = |reason: String| NoteError::KeyFileContent {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = crate::fsutil::open_read(path).map_err(|source| NoteError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|source| NoteError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "mode {:o} lets others read it; `chmod 600 {}` (and consider it leaked)",
+            meta.mode() & 0o777,
+            path.display()
+        )));
+    }
+    if meta.uid() != ironcage_sandbox::sys::geteuid() {
+        return Err(bad(format!("owned by uid {}, not by us", meta.uid())));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text).map_err(|_| bad("not UTF-8".into()))?;
+    let key = SigningKey::parse(&text).map_err(|e| bad(e.to_string()))?;
+    let pub_path = public_key_path(path);
+    if !pub_path.exists() {
+        let _ = crate::fsutil::write_new_file(
+            &pub_path,
+            0o644,
+            format!("{}\n", key.verifier().to_text()).as_bytes(),
+        );
+    }
+    Ok(key)
+}
+
 /// Loads the signing key at `path`, creating a new one (mode 0600, never through a
 /// symlink) with its public half at `<path>.pub` when there is none yet.
 pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), NoteError> {
@@ -330,26 +384,17 @@ pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), NoteError> 
         path: path.to_path_buf(),
         source,
     };
-    match crate::fsutil::read_nofollow(path) {
-        Ok(text) => {
-            let text = String::from_utf8(text).map_err(|_| NoteError::KeyFileContent {
-                path: path.to_path_buf(),
-                reason: "not UTF-8".into(),
-            })?;
-            let key = SigningKey::parse(&text).map_err(|e| NoteError::KeyFileContent {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            Ok((key, false))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match load_key(path) {
+        Err(NoteError::KeyFile { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
             let key = SigningKey::generate(&default_key_name())?;
             // Written under a temporary name and linked into place, so a concurrent first
             // use sees either no key or a whole one, and exactly one key wins.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let mut tmp = path.as_os_str().to_owned();
+            tmp.push(format!(".tmp{}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
             let _ = std::fs::remove_file(&tmp);
             crate::fsutil::write_new_file(&tmp, 0o600, format!("{}\n", key.to_text()).as_bytes())
                 .map_err(err)?;
@@ -367,11 +412,13 @@ pub fn load_or_create_key(path: &Path) -> Result<(SigningKey, bool), NoteError> 
                     .map_err(err)?;
                     Ok((key, true))
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    load_key(path).map(|k| (k, false))
+                }
                 Err(e) => Err(err(e)),
             }
         }
-        Err(e) => Err(err(e)),
+        other => other.map(|k| (k, false)),
     }
 }
 

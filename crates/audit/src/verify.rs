@@ -7,7 +7,7 @@
 //! Parsing and hashing (the costly part) run on all cores over blocks of entries; the
 //! order-dependent checks then run over each block in sequence.
 
-use crate::entry::{self, Parsed, TYPE_LOG_INIT};
+use crate::entry::{self, Parsed, TYPE_LOG_INIT, TYPE_LOG_REPAIR};
 use crate::merkle::{Frontier, Hash};
 use crate::note::{hex, Checkpoint, NoteError, VerifierKey};
 use crate::store::{Raw, Store, StoreError};
@@ -16,6 +16,12 @@ use crate::store::{Raw, Store, StoreError};
 pub enum VerifyError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Nothing to check signatures with: the result would prove nothing.
+    #[error("no public key to check the checkpoints' signatures with")]
+    NoKey,
+    /// A checkpoint given to check against is not a checkpoint at all.
+    #[error("checkpoint {label}: {reason}")]
+    BadInput { label: String, reason: String },
     /// The log (or a checkpoint) is not intact. `entry` is the first bad entry when one
     /// can be named.
     #[error("{message}")]
@@ -29,7 +35,9 @@ pub struct CheckpointInput {
 }
 
 pub struct Options<'a> {
-    pub key: Option<&'a VerifierKey>,
+    /// Keys to check checkpoint signatures with: a checkpoint is accepted when one of them
+    /// signed it (a log may have been signed by a key since rotated). At least one.
+    pub keys: &'a [VerifierKey],
     pub checkpoints: Vec<CheckpointInput>,
 }
 
@@ -50,6 +58,10 @@ fn tampered(entry: Option<u64>, message: String) -> VerifyError {
 struct Item {
     position: u64,
     locator: u64,
+    /// Where the entry's line ends (after its newline).
+    end: u64,
+    /// A `log.repair` entry's description.
+    repair: Option<String>,
     parsed: Result<Parsed, entry::EntryError>,
     leaf: Hash,
     /// Entry 0's log name.
@@ -75,6 +87,13 @@ struct State<'a> {
     stored_exhausted: bool,
     compared_pos: u64,
     tree_mismatch: Option<(u64, u32, u64)>,
+    /// The stored entry end offsets, streamed for comparison.
+    locators: Vec<u64>,
+    locators_from: u64,
+    locators_exhausted: bool,
+    locator_mismatch: Option<u64>,
+    /// `log.repair` entries: (seq, what was repaired).
+    repairs: Vec<(u64, String)>,
     /// Runs with a `run.start` and (so far) no `run.end`.
     open_runs: std::collections::BTreeMap<String, u64>,
 }
@@ -101,8 +120,30 @@ impl State<'_> {
         Ok(Some(self.stored[(pos - self.stored_from) as usize]))
     }
 
+    fn stored_locator(&mut self, p: u64) -> Result<Option<u64>, StoreError> {
+        if self.locators_exhausted {
+            return Ok(None);
+        }
+        if p >= self.locators_from + self.locators.len() as u64 {
+            self.locators_from = p;
+            self.locators = self.store.stored_locators(p, 1 << 16)?;
+            if self.locators.is_empty() {
+                self.locators_exhausted = true;
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.locators[(p - self.locators_from) as usize]))
+    }
+
     fn take(&mut self, item: Item) -> Result<(), StoreError> {
         let p = item.position;
+        if self.locator_mismatch.is_none() {
+            if let Some(end) = self.stored_locator(p)? {
+                if end != item.end {
+                    self.locator_mismatch = Some(p);
+                }
+            }
+        }
         self.seqs.push(match &item.parsed {
             Ok(e) => e.seq,
             Err(_) => u64::MAX,
@@ -141,9 +182,13 @@ impl State<'_> {
             }
             self.origin = item.origin.clone();
         } else if parsed.prev != self.prev_leaf {
-            let msg = self.explain_chain_break(p, &parsed);
-            self.fail(p, tampered(Some(p - 1), msg));
+            let (entry, msg) = self.explain_chain_break(p, &parsed);
+            self.fail(p, tampered(Some(entry), msg));
             return Ok(());
+        }
+        if parsed.kind == TYPE_LOG_REPAIR {
+            self.repairs
+                .push((p, item.repair.clone().unwrap_or_default()));
         }
         match (parsed.kind.as_str(), parsed.run) {
             ("run.start", Some(run)) => {
@@ -177,24 +222,34 @@ impl State<'_> {
         Ok(())
     }
 
-    fn explain_chain_break(&self, p: u64, parsed: &Parsed) -> String {
+    /// (first bad entry, message) for a broken link between entries p - 1 and p.
+    fn explain_chain_break(&self, p: u64, parsed: &Parsed) -> (u64, String) {
         let recorded = self.store.node(0, p - 1).ok();
         let recomputed = self.prev_leaf;
         match recorded {
-            Some(r) if r == parsed.prev => format!(
-                "entry {} was modified after it was appended: its hash is {} but entry {p} and the index recorded {}",
+            Some(r) if r == parsed.prev => (
                 p - 1,
-                hex(&recomputed),
-                hex(&r)
+                format!(
+                    "entry {} was modified after it was appended: its hash is {} but entry {p} and the index recorded {}",
+                    p - 1,
+                    hex(&recomputed),
+                    hex(&r)
+                ),
             ),
-            Some(r) if r == recomputed => format!(
-                "entry {p} was modified: its link to entry {} was changed (the chain is broken between them)",
-                p - 1
+            Some(r) if r == recomputed => (
+                p,
+                format!(
+                    "entry {p} was modified: its link to entry {} was changed (the chain is broken between them)",
+                    p - 1
+                ),
             ),
-            _ => format!(
-                "the chain is broken between entries {} and {p}: entry {} or the link in entry {p} was modified",
+            _ => (
                 p - 1,
-                p - 1
+                format!(
+                    "the chain is broken between entries {} and {p}: entry {} or the link in entry {p} was modified",
+                    p - 1,
+                    p - 1
+                ),
             ),
         }
     }
@@ -205,6 +260,9 @@ impl State<'_> {
         if found == u64::MAX {
             return format!("entry {p} is damaged");
         }
+        if found < p && self.seqs[..p as usize].contains(&found) {
+            return format!("entry {found} appears twice (again at position {p})");
+        }
         if let Some(q) = self.seqs.iter().skip(p as usize + 1).position(|&s| s == p) {
             let q = p as usize + 1 + q;
             return format!(
@@ -212,11 +270,6 @@ impl State<'_> {
             );
         }
         if found < p {
-            if self.seqs[..p as usize].contains(&found) {
-                return format!(
-                    "entry {found} appears twice (again at position {p}); entry {p} is missing"
-                );
-            }
             return format!("position {p} holds entry {found}: entries are out of order");
         }
         let missing = found - p;
@@ -240,10 +293,21 @@ fn process(data: &[u8], items: &[(u64, u64, usize, usize)]) -> Vec<Item> {
         .iter()
         .map(|&(position, locator, a, b)| {
             let bytes = &data[a..b];
+            let parsed = entry::parse(bytes);
+            let repair = match &parsed {
+                Ok(e) if e.kind == TYPE_LOG_REPAIR => {
+                    serde_json::from_slice::<serde_json::Value>(bytes)
+                        .ok()
+                        .and_then(|v| v["fields"]["repair"].as_str().map(str::to_string))
+                }
+                _ => None,
+            };
             Item {
                 position,
                 locator,
-                parsed: entry::parse(bytes),
+                end: locator + bytes.len() as u64 + 1,
+                repair,
+                parsed,
                 leaf: crate::merkle::leaf_hash(bytes),
                 origin: (position == 0).then(|| entry::origin(bytes)).flatten(),
             }
@@ -265,37 +329,50 @@ fn process_parallel(block: &Block, threads: usize) -> Vec<Item> {
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
 
+/// Opens a checkpoint with whichever of `keys` signed it.
+fn open_checkpoint(c: &CheckpointInput, keys: &[VerifierKey]) -> Result<Checkpoint, VerifyError> {
+    let body = c.note.split("\n\n").next().unwrap_or("");
+    if !c.note.contains("\n\n") || Checkpoint::parse_body(body).is_err() {
+        let reason = match Checkpoint::parse_body(body) {
+            Err(e) => e.to_string(),
+            Ok(_) => "no signature lines".into(),
+        };
+        return Err(VerifyError::BadInput {
+            label: c.label.clone(),
+            reason: format!("not a signed checkpoint: {reason}"),
+        });
+    }
+    let mut last = None;
+    for key in keys {
+        match Checkpoint::open(&c.note, key) {
+            Ok(cp) => return Ok(cp),
+            Err(e) => last = Some(e),
+        }
+    }
+    let names: Vec<String> = keys.iter().map(|k| k.to_text()).collect();
+    let why = match last {
+        Some(NoteError::BadSignature(_)) => {
+            "its signature does not verify: it was forged or altered".to_string()
+        }
+        _ => format!("it is not signed by {}", names.join(" or ")),
+    };
+    Err(tampered(None, format!("checkpoint {}: {why}", c.label)))
+}
+
 pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyError> {
+    if opts.keys.is_empty() {
+        return Err(VerifyError::NoKey);
+    }
     // Open the checkpoints first: a forged one fails before any work.
-    let mut cps: Vec<(String, Option<Checkpoint>)> = Vec::new();
+    let mut cps: Vec<(String, Checkpoint)> = Vec::new();
     let mut warnings = Vec::new();
     for c in &opts.checkpoints {
-        let cp = match opts.key {
-            Some(key) => Checkpoint::open(&c.note, key).map_err(|e| {
-                let why = match e {
-                    NoteError::BadSignature(_) | NoteError::NotSignedBy(_) => {
-                        format!("{e}")
-                    }
-                    other => format!("{other}"),
-                };
-                tampered(None, format!("checkpoint {}: {why}", c.label))
-            })?,
-            None => {
-                warnings.push(format!(
-                    "checkpoint {}: signature NOT checked (no public key; give --key)",
-                    c.label
-                ));
-                let body = c.note.split("\n\n").next().unwrap_or("");
-                Checkpoint::parse_body(body)
-                    .map_err(|e| tampered(None, format!("checkpoint {}: {e}", c.label)))?
-            }
-        };
-        cps.push((c.label.clone(), Some(cp)));
+        cps.push((c.label.clone(), open_checkpoint(c, opts.keys)?));
     }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -308,16 +385,18 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
         origin: None,
         first_failure: None,
         seqs: Vec::new(),
-        wanted_sizes: cps
-            .iter()
-            .filter_map(|(_, c)| c.as_ref().map(|c| c.size))
-            .collect(),
+        wanted_sizes: cps.iter().map(|(_, c)| c.size).collect(),
         roots: Vec::new(),
         stored: Vec::new(),
         stored_from: 0,
         stored_exhausted: false,
         compared_pos: 0,
         tree_mismatch: None,
+        locators: Vec::new(),
+        locators_from: 0,
+        locators_exhausted: false,
+        locator_mismatch: None,
+        repairs: Vec::new(),
         open_runs: Default::default(),
     };
     let mut block = Block::default();
@@ -347,18 +426,45 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
             VerifyError::Tampered { entry, message } if message.is_empty() => {
                 tampered(entry, st.explain_order(p))
             }
+            // An entry whose hash differs from the index before the chain breaks is the
+            // one that was changed (its successor's link was changed to match).
+            VerifyError::Tampered { entry: Some(e), .. } if matches!(st.tree_mismatch, Some((_, 0, i)) if i < e) =>
+            {
+                let i = st.tree_mismatch.map(|(_, _, i)| i).unwrap_or(e);
+                tampered(
+                    Some(i),
+                    format!(
+                        "entry {i} was modified after it was appended (it no longer matches the hash recorded in the index), and the links after it were changed to match"
+                    ),
+                )
+            }
             other => other,
         };
         return Err(err);
     }
-    let mut checked = vec![format!(
-        "{size} entries: canonical, numbered 0..{} in order, each linked to the hash of the one before",
-        size.saturating_sub(1)
-    )];
+    let mut checked = vec![if size == 0 {
+        "the log is empty".to_string()
+    } else {
+        format!(
+            "{size} entries: canonical, numbered 0..{} in order, each linked to the hash of the one before",
+            size - 1
+        )
+    }];
     if end.torn_tail_bytes > 0 {
         warnings.push(format!(
-            "{} bytes of an incomplete entry at the end (a writer was killed mid-append; never acknowledged; the next append removes them)",
+            "{} bytes of an incomplete entry at the end (an append cut short; never acknowledged; the next append removes them)",
             end.torn_tail_bytes
+        ));
+    }
+    if cps.is_empty() && size > 0 {
+        return Err(tampered(
+            None,
+            "there is no signed checkpoint to check the entries against (the .checkpoint file is missing or empty), so a rewritten log cannot be told from the real one: give a checkpoint saved elsewhere with --checkpoint".into(),
+        ));
+    }
+    for (seq, what) in &st.repairs {
+        warnings.push(format!(
+            "entry {seq}: the log was repaired before an append: {what}"
         ));
     }
     if !st.open_runs.is_empty() {
@@ -376,8 +482,8 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
         ));
     }
     let root = st.frontier.root();
+    let mut covered = 0;
     for (label, cp) in &cps {
-        let Some(cp) = cp else { continue };
         if st.origin.as_deref() != Some(cp.origin.as_str()) {
             return Err(tampered(
                 None,
@@ -409,8 +515,12 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
             at
         };
         if at != Some(cp.root) {
+            let first = match st.tree_mismatch {
+                Some((_, 0, i)) if i < cp.size => Some(i),
+                _ => None,
+            };
             return Err(tampered(
-                st.tree_mismatch.map(|(_, _, i)| i),
+                first,
                 format!(
                     "checkpoint {label} (signed, {} entries) does not match the log: entries before {} were modified or rewritten{}",
                     cp.size,
@@ -419,14 +529,16 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
                 ),
             ));
         }
+        covered = covered.max(cp.size);
         checked.push(format!(
-            "checkpoint {label}: {}signature, origin and root of the first {} entries match",
-            if opts.key.is_some() {
-                ""
-            } else {
-                "(UNSIGNED-CHECK) "
-            },
+            "checkpoint {label}: signature, origin and root of the first {} entries match",
             cp.size
+        ));
+    }
+    if covered < size {
+        warnings.push(format!(
+            "entries {covered}..{} are not covered by a signed checkpoint yet (appended since the last one): their removal or change could not be detected",
+            size - 1
         ));
     }
     if let Some((pos, level, index)) = st.tree_mismatch {
@@ -443,6 +555,15 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
             )
         };
         return Err(tampered((level == 0).then_some(index), what));
+    }
+    if let Some(p) = st.locator_mismatch {
+        return Err(tampered(
+            None,
+            format!(
+                "the index ({}.idx) does not point at entry {p} where it is: `show` and `tail` would show other entries. The entries themselves are intact; remove the .idx and .tree files and the next append rebuilds them",
+                store.name()
+            ),
+        ));
     }
     Ok(Verified {
         size,

@@ -32,7 +32,7 @@ fn verify_file(path: &Path, key: &SigningKey) -> Result<verify::Verified, verify
     verify::verify(
         log.store(),
         &Options {
-            key: Some(&key.verifier()),
+            keys: &[key.verifier()],
             checkpoints,
         },
     )
@@ -287,17 +287,29 @@ fn torn_tail_is_repaired_and_reported() {
         v.warnings
     );
     assert_eq!(std::fs::read(&path).unwrap(), torn);
-    // The next writer removes it, says so, and carries on from entry 3.
+    // The next writer removes it, records that in the log (entry 3), and carries on.
     let mut log =
         AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
-    let repairs = log.take_repairs();
+    let a = log.append(&[ev(3)]).unwrap();
     assert!(
-        repairs.iter().any(|r| r.contains("torn entry")),
-        "{repairs:?}"
+        a.repairs
+            .iter()
+            .any(|r| r.contains("append cut short after entry 2")),
+        "{:?}",
+        a.repairs
     );
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert_eq!(log.append(&[ev(3)]).unwrap().first_seq, 3);
-    verify_file(&path, &key).unwrap();
+    assert_eq!(a.first_seq, 4);
+    let repair: serde_json::Value = serde_json::from_slice(&log.entry(3).unwrap()).unwrap();
+    assert_eq!(repair["type"], "log.repair", "{repair}");
+    assert!(std::fs::read(&path).unwrap().starts_with(&before));
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("entry 3: the log was repaired")),
+        "{:?}",
+        v.warnings
+    );
 }
 
 fn unsafe_free_kill(pid: u32) {
@@ -353,10 +365,18 @@ fn a_torn_checkpoint_write_leaves_the_previous_checkpoint() {
     let note = log.stored_checkpoint().unwrap().unwrap();
     assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 2);
     verify_file(&path, &key).unwrap();
-    // The next append writes the slot that does not hold the good one.
-    log.append(&[ev(3)]).unwrap();
+    // The next append builds on the good one (size 2), re-reads entry 2 from the log
+    // (recording that it signs it now), and writes the other slot.
+    let a = log.append(&[ev(3)]).unwrap();
+    assert!(
+        a.repairs
+            .iter()
+            .any(|r| r.contains("entries 2..2 were not covered")),
+        "{:?}",
+        a.repairs
+    );
     let note = log.stored_checkpoint().unwrap().unwrap();
-    assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 4);
+    assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 5);
     let slots = std::fs::read(&cp_path).unwrap();
     let slot0 = String::from_utf8_lossy(&slots[..4096]);
     assert!(
@@ -399,4 +419,285 @@ fn a_run_without_an_end_is_pointed_out() {
         "{:?}",
         v.warnings
     );
+}
+
+// --- Attacks by someone who can write the log's files but has no key: the next honest
+// append must refuse to build on (and sign) what they did. ---
+
+fn sample(dir: &Path) -> (std::path::PathBuf, SigningKey) {
+    let path = dir.join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log = AuditLog::open_file(&path, Some(key.clone())).unwrap();
+    for i in 0..4 {
+        log.append(&[ev(i), ev(i + 100)]).unwrap();
+    }
+    (path, key)
+}
+
+/// Rewrites the log with `edit` applied to each entry, re-linking every entry to the
+/// one before (canonical bytes, correct hashes): a forgery only a signature can catch.
+fn rewrite(path: &Path, edit: impl Fn(u64, &mut serde_json::Value) -> bool) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    let mut prev = [0u8; 32];
+    let mut seq = 0u64;
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if !edit(v["seq"].as_u64().unwrap(), &mut v) {
+            continue;
+        }
+        v["seq"] = seq.into();
+        if seq > 0 {
+            v["prev"] = ironcage_audit::note::hex(&prev).into();
+        }
+        let bytes = ironcage_audit::canonical::to_vec(&v);
+        prev = merkle::leaf_hash(&bytes);
+        out.extend_from_slice(&bytes);
+        out.push(b'\n');
+        seq += 1;
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn remove_index(path: &Path) {
+    for ext in ["idx", "tree"] {
+        std::fs::remove_file(format!("{}.{ext}", path.display())).unwrap();
+    }
+}
+
+fn next_append(
+    path: &Path,
+    key: &SigningKey,
+) -> Result<ironcage_audit::log::Appended, ironcage_audit::LogError> {
+    AuditLog::open_file(path, Some(key.clone()))?.append(&[ev(999)])
+}
+
+#[test]
+fn an_honest_append_never_signs_rewritten_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    rewrite(&path, |seq, v| {
+        if seq == 3 {
+            v["fields"]["i"] = 12345.into();
+        }
+        true
+    });
+    remove_index(&path);
+    let before = std::fs::read(&path).unwrap();
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(err.is_tampering(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no longer match the last signed checkpoint"),
+        "{err}"
+    );
+    // Nothing appended, nothing signed.
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let e = verify_file(&path, &key).unwrap_err().to_string();
+    assert!(e.contains("does not match the log"), "{e}");
+}
+
+#[test]
+fn an_honest_append_never_signs_a_tampered_tree_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    // Change the stored tree's node over entries 0..7, which the next root is built from
+    // (the leaves stay honest), as someone would to get a forged history signed.
+    let tree_path = format!("{}.tree", path.display());
+    let mut tree = std::fs::read(&tree_path).unwrap();
+    let pos = ironcage_audit::store::node_pos(3, 0) as usize;
+    tree[pos * 32] ^= 1;
+    std::fs::write(&tree_path, tree).unwrap();
+    let err = AuditLog::open_file(&path, Some(key.clone()))
+        .unwrap()
+        .checkpoint_now()
+        .unwrap_err();
+    assert!(err.is_tampering(), "{err}");
+    // Rebuilding the index from the (honest) log lets appends go on.
+    remove_index(&path);
+    let a = next_append(&path, &key).unwrap();
+    assert!(
+        a.repairs
+            .iter()
+            .any(|r| r.contains("built the missing index")),
+        "{:?}",
+        a.repairs
+    );
+    verify_file(&path, &key).unwrap();
+}
+
+#[test]
+fn truncation_is_refused_not_repaired() {
+    for cut in ["whole entries", "the last newline", "into the last entry"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = sample(dir.path());
+        let data = std::fs::read(&path).unwrap();
+        let keep = match cut {
+            "whole entries" => {
+                data.iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .nth(4)
+                    .unwrap()
+                    .0
+                    + 1
+            }
+            "the last newline" => data.len() - 1,
+            _ => data.len() - 20,
+        };
+        std::fs::write(&path, &data[..keep]).unwrap();
+        let err = next_append(&path, &key).unwrap_err();
+        assert!(err.is_tampering(), "{cut}: {err}");
+        assert!(err.to_string().contains("removed"), "{cut}: {err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            &data[..keep],
+            "{cut}: the evidence must stay"
+        );
+        // Even with the index files gone, the signed checkpoint still says how long it was.
+        remove_index(&path);
+        let err = next_append(&path, &key).unwrap_err();
+        assert!(err.is_tampering(), "{cut}, index removed: {err}");
+    }
+}
+
+#[test]
+fn an_edited_last_entry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("\"i\":103", "\"i\":999", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&path, edited).unwrap();
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(
+        err.to_string().contains("entry 8 no longer matches"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entries_appended_without_the_key_are_signed_only_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    // Someone appends a well-formed, correctly linked entry (no key needed for that).
+    let mut keyless = AuditLog::open_file(&path, None).unwrap();
+    keyless
+        .append(&[Event::new(
+            "run.start",
+            Some("forged"),
+            serde_json::json!({"command": ["make", "test"]}),
+        )])
+        .unwrap();
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("entries 9..9 are not covered")),
+        "{:?}",
+        v.warnings
+    );
+    // The next signing append records that it signs entries it did not see appended.
+    let a = next_append(&path, &key).unwrap();
+    assert!(
+        a.repairs
+            .iter()
+            .any(|r| r.contains("entries 9..9 were not covered")),
+        "{:?}",
+        a.repairs
+    );
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("entry 10: the log was repaired") && w.contains("9..9")),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
+fn a_legacy_looking_first_line_does_not_move_the_log_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[0] = "{\"detail\":{},\"kind\":\"x\"}";
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let _ = next_append(&path, &key);
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"kind\":\"x\""),
+        "the evidence stays where it was"
+    );
+    assert!(!std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("legacy")));
+    assert!(verify_file(&path, &key).is_err());
+}
+
+#[test]
+fn a_second_verify_on_the_same_store_sees_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let log = AuditLog::open_file_read(&path).unwrap();
+    let opts = || Options {
+        keys: std::slice::from_ref(&key)
+            .iter()
+            .map(|k| k.verifier())
+            .collect::<Vec<_>>()
+            .leak(),
+        checkpoints: vec![CheckpointInput {
+            label: "stored".into(),
+            note: log.stored_checkpoint().unwrap().unwrap(),
+        }],
+    };
+    assert_eq!(verify::verify(log.store(), &opts()).unwrap().size, 9);
+    assert_eq!(verify::verify(log.store(), &opts()).unwrap().size, 9);
+}
+
+#[test]
+fn a_copy_without_index_files_reads_and_proves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    remove_index(&path);
+    let log = AuditLog::open_file_read(&path).unwrap();
+    assert_eq!(log.size().unwrap(), 9);
+    let cp = Checkpoint::open(&log.stored_checkpoint().unwrap().unwrap(), &key.verifier()).unwrap();
+    let leaf = merkle::leaf_hash(&log.entry(5).unwrap());
+    merkle::verify_inclusion(
+        5,
+        cp.size,
+        &leaf,
+        &log.inclusion_proof(5, cp.size).unwrap(),
+        &cp.root,
+    )
+    .unwrap();
+    verify_file(&path, &key).unwrap();
+}
+
+#[test]
+fn entries_durable_but_not_indexed_are_indexed_and_recorded() {
+    // What a writer killed between its fdatasync and its index update leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let idx = format!("{}.idx", path.display());
+    let tree = format!("{}.tree", path.display());
+    let (idx_before, tree_before) = (std::fs::read(&idx).unwrap(), std::fs::read(&tree).unwrap());
+    let mut log = AuditLog::open_file(&path, Some(key.clone())).unwrap();
+    log.append(&[ev(7), ev(8)]).unwrap();
+    std::fs::write(&idx, idx_before).unwrap();
+    std::fs::write(&tree, tree_before).unwrap();
+    let a = next_append(&path, &key).unwrap();
+    assert!(
+        a.repairs
+            .iter()
+            .any(|r| r
+                .contains("indexed entries 9..10 that a writer made durable but did not index")),
+        "{:?}",
+        a.repairs
+    );
+    verify_file(&path, &key).unwrap();
 }

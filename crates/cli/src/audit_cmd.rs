@@ -1,16 +1,17 @@
 //! `ironcage audit ...`: reading, verifying, proving and exporting the audit log.
 //! Exit codes: 0 intact / done, 1 the log, a checkpoint, a proof or a bundle does not
-//! verify, 2 usage, 125 the log could not be read.
+//! verify, 2 usage or unusable input (no key to check with, a file that is not a
+//! checkpoint), 125 the log could not be read.
 
 use crate::cli::{AuditArgs, AuditCmd};
-use crate::commands::{fail, out};
+use crate::commands::{fail, out, say};
 use crate::paths;
 use anyhow::Result;
 use ironcage_audit::bundle::{self, Bundle, Select};
 use ironcage_audit::merkle;
 use ironcage_audit::note::{self, hex, Checkpoint, SigningKey, VerifierKey};
 use ironcage_audit::verify::{self, CheckpointInput, VerifyError};
-use ironcage_audit::AuditLog;
+use ironcage_audit::{AuditLog, LogError};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -20,22 +21,23 @@ const IO: i32 = 125;
 const USAGE: i32 = 2;
 
 pub fn run(args: AuditArgs) -> Result<i32> {
-    let log_path = args
-        .log
-        .clone()
-        .unwrap_or_else(|| paths::default_audit_log(paths::is_root()));
+    let log_path = match args.log.clone() {
+        Some(p) => p,
+        None => paths::default_audit_log(paths::is_root()).map_err(|e| fail(USAGE, e))?,
+    };
     match args.command {
         AuditCmd::Tail {
             lines,
             follow,
             json,
-        } => tail(&log_path, lines, follow, json),
+            run,
+        } => tail(&log_path, lines, follow, json, run.as_deref()),
         AuditCmd::Show { seq, json } => show(&log_path, seq, json),
         AuditCmd::Verify {
             checkpoint,
             key,
             json,
-        } => verify_cmd(&log_path, &checkpoint, key.as_deref(), json),
+        } => verify_cmd(&log_path, &checkpoint, &key, json),
         AuditCmd::Checkpoint { key, out } => checkpoint(&log_path, key, out),
         AuditCmd::Prove {
             seq,
@@ -54,27 +56,44 @@ pub fn run(args: AuditArgs) -> Result<i32> {
         } => export(&log_path, &out, run.as_deref(), from, to, key),
         AuditCmd::VerifyBundle { bundle, key } => verify_bundle(&bundle, &key),
         AuditCmd::PublicKey { key } => {
-            let key = signing_key(key)?;
+            let path = key_path(key)?;
+            let key = note::load_key(&path).map_err(|e| {
+                fail(
+                    USAGE,
+                    format!("{e} (keys are made by the first `ironcage run` or `ironcage audit checkpoint`)"),
+                )
+            })?;
             out!("{}", key.verifier().to_text());
             Ok(0)
         }
     }
 }
 
+/// Errors of the log: tampering is a verification failure, anything else an I/O one.
+fn log_fail(e: LogError) -> anyhow::Error {
+    fail(if e.is_tampering() { FAILED } else { IO }, e)
+}
+
 fn open_read(path: &Path) -> Result<AuditLog> {
-    AuditLog::open_file_read(path).map_err(|e| fail(IO, e))
+    AuditLog::open_file_read(path).map_err(log_fail)
 }
 
-fn key_path(key: Option<PathBuf>) -> PathBuf {
-    key.unwrap_or_else(|| paths::default_audit_key(paths::is_root()))
+fn key_path(key: Option<PathBuf>) -> Result<PathBuf> {
+    match key {
+        Some(k) => Ok(k),
+        None => paths::default_audit_key(paths::is_root()).map_err(|e| fail(USAGE, e)),
+    }
 }
 
-/// The signing key (created on first use at the default path).
-pub fn signing_key(key: Option<PathBuf>) -> Result<SigningKey> {
-    let path = key_path(key);
+/// The signing key; created on first use at the default path when `create`.
+pub fn signing_key(key: Option<PathBuf>, create: bool) -> Result<SigningKey> {
+    let path = key_path(key)?;
+    if !create {
+        return note::load_key(&path).map_err(|e| fail(USAGE, e));
+    }
     let (key, created) = note::load_or_create_key(&path).map_err(|e| fail(IO, e))?;
     if created {
-        crate::commands::say!(
+        say!(
             "ironcage: created audit signing key {} (public key: {}.pub)",
             path.display(),
             path.display()
@@ -83,38 +102,70 @@ pub fn signing_key(key: Option<PathBuf>) -> Result<SigningKey> {
     Ok(key)
 }
 
-/// The verifier key: given, or the public half of the default key if it exists.
-fn verifier(spec: Option<&str>) -> Result<Option<VerifierKey>> {
-    match spec {
-        Some(s) => Ok(Some(note::load_verifier(s).map_err(|e| fail(USAGE, e))?)),
-        None => {
-            let path = key_path(None);
-            let pub_path = note::public_key_path(&path);
-            for p in [&pub_path, &path] {
-                if p.exists() {
-                    if let Ok(k) = note::load_verifier(&p.to_string_lossy()) {
-                        return Ok(Some(k));
-                    }
-                }
+/// Verifier keys: the given ones, or the public half of the default key.
+fn verifiers(specs: &[String]) -> Result<Vec<VerifierKey>> {
+    if !specs.is_empty() {
+        return specs
+            .iter()
+            .map(|s| note::load_verifier(s).map_err(|e| fail(USAGE, e)))
+            .collect();
+    }
+    let path = key_path(None)?;
+    for p in [note::public_key_path(&path), path.clone()] {
+        if p.exists() {
+            if let Ok(k) = note::load_verifier(&p.to_string_lossy()) {
+                return Ok(vec![k]);
             }
-            Ok(None)
         }
     }
+    Err(fail(
+        USAGE,
+        format!(
+            "no public key to check signatures with ({}.pub does not exist): give --key with the log's public key (`ironcage audit public-key` where the log is written)",
+            path.display()
+        ),
+    ))
+}
+
+fn verifier(spec: Option<&str>) -> Result<VerifierKey> {
+    let specs: Vec<String> = spec.into_iter().map(str::to_string).collect();
+    Ok(verifiers(&specs)?.remove(0))
 }
 
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))
 }
 
-/// Opens a checkpoint note with `key` (required: an unchecked checkpoint proves nothing).
-fn open_checkpoint(label: &str, note_text: &str, key: Option<&VerifierKey>) -> Result<Checkpoint> {
-    let key = key.ok_or_else(|| {
+/// Opens a checkpoint note with `key`; the log's origin must match when given.
+fn open_checkpoint(
+    label: &str,
+    text: &str,
+    key: &VerifierKey,
+    origin: Option<&str>,
+) -> Result<Checkpoint> {
+    if !text.contains("\n\n")
+        || Checkpoint::parse_body(text.split("\n\n").next().unwrap_or("")).is_err()
+    {
+        return Err(fail(USAGE, format!("{label} is not a signed checkpoint")));
+    }
+    let cp = Checkpoint::open(text, key).map_err(|e| {
         fail(
-            USAGE,
-            "no public key to check the checkpoint with: give --key (the log's .pub file or key text)",
+            FAILED,
+            format!("checkpoint {label}: {e} (key {})", key.to_text()),
         )
     })?;
-    Checkpoint::open(note_text, key).map_err(|e| fail(FAILED, format!("checkpoint {label}: {e}")))
+    if let Some(o) = origin {
+        if cp.origin != o {
+            return Err(fail(
+                FAILED,
+                format!(
+                    "checkpoint {label} is for log `{}`, not this log (`{o}`)",
+                    cp.origin
+                ),
+            ));
+        }
+    }
+    Ok(cp)
 }
 
 /// A command-line word as a shell would need it (quoted when it has spaces or controls),
@@ -140,6 +191,7 @@ fn summary(e: &Value) -> String {
     };
     let body = match e["type"].as_str().unwrap_or("") {
         "log.init" => format!("log {}", s(&f["origin"])),
+        "log.repair" => s(&f["repair"]),
         "run.start" => format!(
             "policy={} {}",
             s(&f["policy"]),
@@ -151,6 +203,15 @@ fn summary(e: &Value) -> String {
                     .collect::<Vec<_>>()
                     .join(" "))
                 .unwrap_or_default()
+        ),
+        "run.end" => format!(
+            "{} exit={} wall={}ms violations: syscall={} filesystem={} network={}",
+            s(&f["outcome"]),
+            s(&f["ironcage_exit_code"]),
+            f["wall_time_us"].as_u64().map(|u| u / 1000).unwrap_or(0),
+            s(&f["violations"]["syscall"]),
+            s(&f["violations"]["filesystem"]),
+            s(&f["violations"]["network"]),
         ),
         "run.resources" => {
             let ms = |k: &str| f[k].as_u64().unwrap_or(0) / 1000;
@@ -173,15 +234,6 @@ fn summary(e: &Value) -> String {
             }
             t
         }
-        "run.end" => format!(
-            "{} exit={} wall={}ms violations={}/{}/{}",
-            s(&f["outcome"]),
-            s(&f["ironcage_exit_code"]),
-            f["wall_time_us"].as_u64().map(|u| u / 1000).unwrap_or(0),
-            s(&f["violations"]["syscall"]),
-            s(&f["violations"]["filesystem"]),
-            s(&f["violations"]["network"]),
-        ),
         "run.refused" => format!("policy={} {}", s(&f["policy"]), s(&f["reason"])),
         "violation.syscall" => format!("{} x{}", s(&f["syscall"]), s(&f["count"])),
         "violation.filesystem" => {
@@ -209,7 +261,7 @@ fn summary(e: &Value) -> String {
     };
     let run = e["run"]
         .as_str()
-        .map(|r| format!(" run={}", &r[..r.len().min(12)]))
+        .map(|r| format!(" run={}", shell_word(r)))
         .unwrap_or_default();
     let redacted = e
         .get("redacted")
@@ -223,20 +275,32 @@ fn summary(e: &Value) -> String {
     )
 }
 
-/// Prints entries `from..to`; false when stdout is gone (a closed pipe), so `--follow`
-/// ends with its reader.
-fn print_entries(log: &AuditLog, from: u64, to: u64, json: bool) -> Result<bool> {
+/// Prints entries `from..to` (of run `run`, if given); false when stdout is gone (a closed
+/// pipe), so `--follow` ends with its reader.
+fn print_entries(
+    log: &AuditLog,
+    from: u64,
+    to: u64,
+    json: bool,
+    run: Option<&str>,
+) -> Result<bool> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     let mut open = true;
     log.store()
         .entries(from, to, &mut |_, bytes| {
+            let value = serde_json::from_slice::<Value>(bytes).ok();
+            if let (Some(r), Some(v)) = (run, &value) {
+                if v["run"].as_str() != Some(r) {
+                    return Ok(());
+                }
+            }
             let text = if json {
                 String::from_utf8_lossy(bytes).into_owned()
             } else {
-                match serde_json::from_slice::<Value>(bytes) {
-                    Ok(v) => summary(&v),
-                    Err(_) => "(unreadable entry: run `ironcage audit verify`)".into(),
+                match &value {
+                    Some(v) => summary(v),
+                    None => "(unreadable entry: run `ironcage audit verify`)".into(),
                 }
             };
             if open && writeln!(stdout, "{text}").is_err() {
@@ -248,18 +312,26 @@ fn print_entries(log: &AuditLog, from: u64, to: u64, json: bool) -> Result<bool>
     Ok(open && stdout.flush().is_ok())
 }
 
-fn tail(path: &Path, n: u64, follow: bool, json: bool) -> Result<i32> {
+fn tail(path: &Path, n: u64, follow: bool, json: bool, run: Option<&str>) -> Result<i32> {
     let log = open_read(path)?;
-    let mut size = log.size().map_err(|e| fail(IO, e))?;
-    let open = print_entries(&log, size.saturating_sub(n), size, json)?;
+    let mut size = log.size().map_err(log_fail)?;
+    // With --run, the last n entries of that run: look further back.
+    let from = if run.is_some() {
+        0
+    } else {
+        size.saturating_sub(n)
+    };
+    let open = print_entries(&log, from, size, json, run)?;
     if !follow || !open {
         return Ok(0);
     }
     loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let now = log.size().map_err(|e| fail(IO, e))?;
+        // A reader's index is a snapshot; reopen to see what writers appended since.
+        let log = open_read(path)?;
+        let now = log.size().map_err(log_fail)?;
         if now > size {
-            if !print_entries(&log, size, now, json)? {
+            if !print_entries(&log, size, now, json, run)? {
                 return Ok(0);
             }
             size = now;
@@ -291,27 +363,38 @@ fn show(path: &Path, seq: u64, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn verify_cmd(path: &Path, checkpoints: &[PathBuf], key: Option<&str>, json: bool) -> Result<i32> {
-    let log = open_read(path)?;
-    let key = verifier(key)?;
+fn verify_cmd(path: &Path, checkpoints: &[PathBuf], keys: &[String], json: bool) -> Result<i32> {
+    let report_err = |code: i32, msg: String| -> anyhow::Error {
+        if json {
+            out!("{}", json!({"intact": false, "error": msg}));
+        }
+        fail(code, msg)
+    };
+    let log = AuditLog::open_file_read(path).map_err(|e| report_err(IO, e.to_string()))?;
+    let keys = verifiers(keys).map_err(|e| report_err(USAGE, format!("{e:#}")))?;
     let mut inputs = Vec::new();
-    if let Some(note) = log.stored_checkpoint().map_err(|e| fail(IO, e))? {
+    if let Some(note) = log
+        .stored_checkpoint()
+        .map_err(|e| report_err(IO, e.to_string()))?
+    {
         inputs.push(CheckpointInput {
             label: format!("{}.checkpoint (the log's latest)", path.display()),
             note,
         });
     }
     for c in checkpoints {
+        let note = std::fs::read_to_string(c)
+            .map_err(|e| report_err(USAGE, format!("{}: {e}", c.display())))?;
         inputs.push(CheckpointInput {
             label: c.display().to_string(),
-            note: read_text(c)?,
+            note,
         });
     }
     let started = std::time::Instant::now();
     let result = verify::verify(
         log.store(),
         &verify::Options {
-            key: key.as_ref(),
+            keys: &keys,
             checkpoints: inputs,
         },
     );
@@ -352,74 +435,93 @@ fn verify_cmd(path: &Path, checkpoints: &[PathBuf], key: Option<&str>, json: boo
                 format!("FAILED: {}: {message}", path.display()),
             ))
         }
-        Err(VerifyError::Store(e)) => Err(fail(IO, e)),
+        Err(e @ (VerifyError::NoKey | VerifyError::BadInput { .. })) => {
+            Err(report_err(USAGE, e.to_string()))
+        }
+        Err(VerifyError::Store(e)) => Err(report_err(IO, e.to_string())),
+    }
+}
+
+fn print_repairs(path: &Path, a: &ironcage_audit::log::Appended) {
+    for r in &a.repairs {
+        say!(
+            "ironcage: audit log {}: repaired (recorded in the log): {r}",
+            path.display()
+        );
+    }
+    for w in &a.warnings {
+        say!("ironcage: audit log {}: warning: {w}", path.display());
     }
 }
 
 fn checkpoint(path: &Path, key: Option<PathBuf>, out_file: Option<PathBuf>) -> Result<i32> {
     let explicit = key.is_some();
-    let key = match signing_key(key) {
-        Ok(k) => k,
+    let note_text = match signing_key(key, true) {
+        Ok(key) => {
+            let mut log = AuditLog::open_file_existing(path, Some(key)).map_err(log_fail)?;
+            let a = log.checkpoint_now().map_err(log_fail)?;
+            print_repairs(path, &a);
+            a.checkpoint.unwrap_or_default()
+        }
         // Someone who may read the log but not use its key (an auditor) gets the latest
         // checkpoint the writers signed.
         Err(e) if !explicit => {
             let log = open_read(path)?;
             let note_text = log
                 .stored_checkpoint()
-                .map_err(|e| fail(IO, e))?
+                .map_err(log_fail)?
                 .ok_or_else(|| fail(IO, format!("{e:#}; and the log has no stored checkpoint")))?;
-            crate::commands::say!(
-                "ironcage: cannot sign ({e:#}); this is the log's latest stored checkpoint"
-            );
-            if let Some(f) = out_file {
-                std::fs::write(&f, &note_text)
-                    .map_err(|e| fail(IO, format!("{}: {e}", f.display())))?;
-            }
-            print!("{note_text}");
-            return Ok(0);
+            say!("ironcage: cannot sign ({e:#}); this is the log's latest stored checkpoint");
+            note_text
         }
         Err(e) => return Err(e),
     };
-    let mut log = AuditLog::open_file(path, None).map_err(|e| fail(IO, e))?;
-    for r in log.take_repairs() {
-        crate::commands::say!("ironcage: audit log {}: repaired: {r}", path.display());
-    }
-    let note_text = log.checkpoint_now(&key).map_err(|e| fail(IO, e))?;
     if let Some(f) = out_file {
         std::fs::write(&f, &note_text).map_err(|e| fail(IO, format!("{}: {e}", f.display())))?;
     }
-    print!("{note_text}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(note_text.as_bytes());
     Ok(0)
 }
 
 /// The checkpoint to prove against: a saved one, or the log's latest.
 fn target_checkpoint(
-    log: &AuditLog,
+    log: &mut AuditLog,
     file: Option<&Path>,
-    key: Option<&VerifierKey>,
+    key: &VerifierKey,
 ) -> Result<(String, Checkpoint)> {
     let (label, text) = match file {
         Some(f) => (f.display().to_string(), read_text(f)?),
         None => (
             "(the log's latest)".to_string(),
-            log.stored_checkpoint()
-                .map_err(|e| fail(IO, e))?
-                .ok_or_else(|| {
-                    fail(
-                        USAGE,
-                        "the log has no checkpoint yet: run `ironcage audit checkpoint`",
-                    )
-                })?,
+            log.stored_checkpoint().map_err(log_fail)?.ok_or_else(|| {
+                fail(
+                    USAGE,
+                    "the log has no checkpoint yet: run `ironcage audit checkpoint`",
+                )
+            })?,
         ),
     };
-    let cp = open_checkpoint(&label, &text, key)?;
+    let origin = log.origin().map_err(log_fail)?;
+    let cp = open_checkpoint(&label, &text, key, origin.as_deref())?;
+    let size = log.size().map_err(log_fail)?;
+    if cp.size > size {
+        return Err(fail(
+            FAILED,
+            format!(
+                "checkpoint {label} covers {} entries but the log has {size}: the log was truncated (entries {size}..{} are missing)",
+                cp.size,
+                cp.size - 1
+            ),
+        ));
+    }
     Ok((text, cp))
 }
 
 fn prove(path: &Path, seq: u64, file: Option<&Path>, key: Option<&str>) -> Result<i32> {
-    let log = open_read(path)?;
+    let mut log = open_read(path)?;
     let key = verifier(key)?;
-    let (note_text, cp) = target_checkpoint(&log, file, key.as_ref())?;
+    let (note_text, cp) = target_checkpoint(&mut log, file, &key)?;
     if seq >= cp.size {
         return Err(fail(
             USAGE,
@@ -431,7 +533,7 @@ fn prove(path: &Path, seq: u64, file: Option<&Path>, key: Option<&str>) -> Resul
     }
     let bytes = log.entry(seq).map_err(|e| fail(USAGE, e))?;
     let leaf = merkle::leaf_hash(&bytes);
-    let proof = log.inclusion_proof(seq, cp.size).map_err(|e| fail(IO, e))?;
+    let proof = log.inclusion_proof(seq, cp.size).map_err(log_fail)?;
     merkle::verify_inclusion(seq, cp.size, &leaf, &proof, &cp.root).map_err(|e| {
         fail(
             FAILED,
@@ -456,40 +558,50 @@ fn prove(path: &Path, seq: u64, file: Option<&Path>, key: Option<&str>) -> Resul
 }
 
 fn consistency(path: &Path, from: &Path, to: Option<&Path>, key: Option<&str>) -> Result<i32> {
-    let log = open_read(path)?;
+    let mut log = open_read(path)?;
     let key = verifier(key)?;
+    let origin = log.origin().map_err(log_fail)?;
     let old_text = read_text(from)?;
-    let old = open_checkpoint(&from.display().to_string(), &old_text, key.as_ref())?;
-    let (_, new) = target_checkpoint(&log, to, key.as_ref())?;
-    if old.origin != new.origin {
+    let old = open_checkpoint(
+        &from.display().to_string(),
+        &old_text,
+        &key,
+        origin.as_deref(),
+    )?;
+    let size = log.size().map_err(log_fail)?;
+    if old.size > size {
         return Err(fail(
             FAILED,
             format!(
-                "the checkpoints are of different logs (`{}` and `{}`)",
-                old.origin, new.origin
+                "the log was truncated: {} covers {} entries, the log has {size}; entries {size}..{} are missing",
+                from.display(),
+                old.size,
+                old.size - 1
             ),
         ));
     }
+    let (_, new) = target_checkpoint(&mut log, to, &key)?;
     if old.size > new.size {
         return Err(fail(
             FAILED,
-            format!("the log shrank: {} had {} entries, the newer checkpoint has {} (truncated or rolled back)", from.display(), old.size, new.size),
-        ));
-    }
-    let size = log.size().map_err(|e| fail(IO, e))?;
-    if new.size > size {
-        return Err(fail(
-            FAILED,
-            format!("the log was truncated: the checkpoint covers {} entries, the log has {size}; entries {size}..{} are missing", new.size, new.size - 1),
+            format!(
+                "the log shrank: {} had {} entries, the newer checkpoint has {} (truncated or rolled back)",
+                from.display(),
+                old.size,
+                new.size
+            ),
         ));
     }
     let proof = log
         .consistency_proof(old.size, new.size)
-        .map_err(|e| fail(IO, e))?;
+        .map_err(log_fail)?;
     merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).map_err(|e| {
         fail(
             FAILED,
-            format!("NOT consistent: the log at {} entries does not extend the one at {} entries: {e} (entries before {} were rewritten)", new.size, old.size, old.size),
+            format!(
+                "NOT consistent: the log at {} entries does not extend the one at {} entries: {e} (entries before {} were rewritten)",
+                new.size, old.size, old.size
+            ),
         )
     })?;
     out!(
@@ -514,43 +626,46 @@ fn export(
     to: Option<u64>,
     key: Option<PathBuf>,
 ) -> Result<i32> {
-    // Sign a fresh checkpoint when a key is at hand (so the bundle covers everything);
-    // otherwise use the latest stored one.
+    // Sign a fresh checkpoint (and the manifest of a partial bundle) when the key is at
+    // hand; otherwise use the latest stored checkpoint (whole-log bundles only).
     let explicit_key = key.is_some();
-    let signer = match signing_key(key) {
+    let signer = match signing_key(key, false) {
         Ok(k) => Some(k),
         Err(e) if explicit_key => return Err(e),
         Err(_) => None,
     };
-    let (log, note_text, vkey) = match &signer {
-        Some(k) => {
-            let mut log = AuditLog::open_file(path, None).map_err(|e| fail(IO, e))?;
-            let note_text = log.checkpoint_now(k).map_err(|e| fail(IO, e))?;
-            (log, note_text, Some(k.verifier()))
-        }
-        None => {
-            let log = open_read(path)?;
-            let n = log
-                .stored_checkpoint()
-                .map_err(|e| fail(IO, e))?
-                .ok_or_else(|| {
-                    fail(
-                        USAGE,
-                        "no signing key and no stored checkpoint to export against",
-                    )
-                })?;
-            (log, n, verifier(None)?)
-        }
-    };
-    let body = note_text.split("\n\n").next().unwrap_or("");
-    let cp = Checkpoint::parse_body(body).map_err(|e| fail(FAILED, e))?;
     let select = match (run, from, to) {
         (Some(r), _, _) => Select::Run(r),
         (None, None, None) => Select::All,
         (None, f, t) => Select::Range(f.unwrap_or(0), t.unwrap_or(u64::MAX)),
     };
-    let b =
-        bundle::export(&log, &note_text, &cp, vkey.as_ref(), select).map_err(|e| fail(IO, e))?;
+    let (log, note_text) = match &signer {
+        Some(k) => {
+            let mut log = AuditLog::open_file_existing(path, Some(k.clone())).map_err(log_fail)?;
+            let a = log.checkpoint_now().map_err(log_fail)?;
+            print_repairs(path, &a);
+            (log, a.checkpoint.unwrap_or_default())
+        }
+        None => {
+            if !matches!(select, Select::All) {
+                return Err(fail(
+                    USAGE,
+                    "a partial bundle needs the signing key (its manifest is signed, so no entry can be left out): give --key",
+                ));
+            }
+            let log = open_read(path)?;
+            let n = log.stored_checkpoint().map_err(log_fail)?.ok_or_else(|| {
+                fail(
+                    USAGE,
+                    "no signing key and no stored checkpoint to export against",
+                )
+            })?;
+            (log, n)
+        }
+    };
+    let body = note_text.split("\n\n").next().unwrap_or("");
+    let cp = Checkpoint::parse_body(body).map_err(|e| fail(FAILED, e))?;
+    let b = bundle::export(&log, &note_text, &cp, signer.as_ref(), select).map_err(log_fail)?;
     if b.entries.is_empty() {
         return Err(fail(USAGE, "no entries match: nothing to export"));
     }
@@ -560,7 +675,7 @@ fn export(
     } else {
         std::fs::write(out_file, format!("{text}\n"))
             .map_err(|e| fail(IO, format!("{}: {e}", out_file.display())))?;
-        crate::commands::say!(
+        say!(
             "ironcage: exported {} entries (tree of {}) to {}",
             b.entries.len(),
             cp.size,
@@ -575,24 +690,24 @@ fn verify_bundle(file: &Path, key: &str) -> Result<i32> {
     let text = read_text(file)?;
     let b: Bundle = serde_json::from_str(&text).map_err(|e| {
         fail(
-            FAILED,
-            format!(
-                "{}: not a bundle: {e} (line {}, column {})",
-                file.display(),
-                e.line(),
-                e.column()
-            ),
+            USAGE,
+            format!("{} is not an audit bundle: {e}", file.display()),
         )
     })?;
     let v = bundle::verify_bundle(&b, &key)
         .map_err(|e| fail(FAILED, format!("FAILED: {}: {e}", file.display())))?;
     out!(
-        "OK: {} entries of log `{}` verified against its signed checkpoint ({} entries) with key {}{}",
+        "OK: {} entries of log `{}` ({}) verified against its signed checkpoint ({} entries) with key {}{}",
         v.entries,
         v.origin,
+        v.selection,
         v.tree_size,
-        key.name(),
-        if v.complete { " (complete log: root recomputed)" } else { " (inclusion proofs)" }
+        key.to_text(),
+        if v.complete {
+            " (complete log: root recomputed)"
+        } else {
+            " (inclusion proofs; the signed manifest lists exactly these entries)"
+        }
     );
     Ok(0)
 }

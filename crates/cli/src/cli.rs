@@ -53,6 +53,9 @@ pub enum AuditCmd {
         /// Print the entries as stored (JSON lines).
         #[arg(long)]
         json: bool,
+        /// Only the entries of this run.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
     },
     /// Print one entry with its leaf hash.
     Show {
@@ -68,9 +71,10 @@ pub enum AuditCmd {
         #[arg(long, value_name = "FILE")]
         checkpoint: Vec<PathBuf>,
         /// Public key to check signatures with (key text, .pub file or private key file;
-        /// default: the public half of the default signing key).
+        /// repeatable, e.g. across a key rotation; default: the public half of the default
+        /// signing key).
         #[arg(long, value_name = "KEY")]
-        key: Option<String>,
+        key: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -121,8 +125,9 @@ pub enum AuditCmd {
         /// Last entry (exclusive).
         #[arg(long)]
         to: Option<u64>,
-        /// Private key to sign a fresh checkpoint with (default: the default key; without
-        /// one, the log's latest stored checkpoint is used).
+        /// Private key to sign a fresh checkpoint and the bundle's manifest with (default:
+        /// the default key if it exists; without one, the log's latest stored checkpoint
+        /// is used, and only whole-log bundles can be made).
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },

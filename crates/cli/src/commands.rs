@@ -103,13 +103,16 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     };
     let facts = probe::host_facts();
     let run_id = run_events::new_run_id();
-    let audit_path = policy.audit.enabled.then(|| {
-        policy
-            .audit
-            .log_path
-            .clone()
-            .unwrap_or_else(|| crate::paths::default_audit_log(facts.is_root))
-    });
+    let audit_path = match (policy.audit.enabled, &policy.audit.log_path) {
+        (false, _) => None,
+        (true, Some(p)) => Some(p.clone()),
+        (true, None) => Some(crate::paths::default_audit_log(facts.is_root).map_err(|e| {
+            fail(
+                exit_code::DENIED,
+                format!("{e} (policy `{}` requires an audit record)", policy.name),
+            )
+        })?),
+    };
     let plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
         Ok(p) => p,
         Err(e @ PlanError::Refused(_)) => {
@@ -144,7 +147,8 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     // The sandbox must not reach its own record: no writable bind over the audit log,
     // and (rootless, where the sandbox runs as the key's owner) no bind over the key.
     if let Some(path) = &audit_path {
-        let key = crate::paths::default_audit_key(facts.is_root);
+        let key = crate::paths::default_audit_key(facts.is_root)
+            .map_err(|e| fail(exit_code::DENIED, e))?;
         if let Some(why) = audit_exposure(&plan, path, &key, facts.is_root) {
             let event = run_events::run_refused(&run_id, policy, &args.command, &why);
             if let Err(ae) = open_audit_log(path, facts.is_root)
@@ -392,44 +396,44 @@ fn audit_exposure(
 }
 
 /// Opens the audit log for appending, with the host's signing key so every append leaves
-/// a signed checkpoint. Without a usable key the run is still recorded (the entries are
-/// what matters); checkpoints are then left to `ironcage audit checkpoint`.
+/// a signed checkpoint (created on first use). A key that exists but cannot be used
+/// (readable by others, not ours, damaged) refuses the run: an unsigned record is a
+/// weaker one, and the policy never silently weakens.
 fn open_audit_log(path: &std::path::Path, is_root: bool) -> Result<ironcage_audit::AuditLog> {
-    let key_path = crate::paths::default_audit_key(is_root);
-    let signer = match ironcage_audit::note::load_or_create_key(&key_path) {
-        Ok((key, created)) => {
-            if created {
-                say!(
-                    "ironcage: created audit signing key {} (public key {}.pub)",
-                    key_path.display(),
-                    key_path.display()
-                );
-            }
-            Some(key)
-        }
-        Err(e) => {
-            say!("ironcage: warning: audit checkpoints will not be signed: {e}");
-            None
-        }
-    };
-    ironcage_audit::AuditLog::open_file(path, signer).map_err(|e| anyhow!("{e}"))
+    let key_path = crate::paths::default_audit_key(is_root).map_err(|e| anyhow!(e))?;
+    let (key, created) = ironcage_audit::note::load_or_create_key(&key_path)
+        .map_err(|e| anyhow!("audit signing key: {e}"))?;
+    if created {
+        say!(
+            "ironcage: created audit signing key {} (public key {}.pub)",
+            key_path.display(),
+            key_path.display()
+        );
+    }
+    ironcage_audit::AuditLog::open_file(path, Some(key)).map_err(|e| anyhow!("{e}"))
 }
 
-/// Appends events and tells the user about any repair the append made first.
+/// Appends events and tells the user about repairs (recorded in the log) and about
+/// anything that went wrong after the entries were durable.
 fn append_audit(
     log: &mut ironcage_audit::AuditLog,
     path: &std::path::Path,
     events: &[ironcage_audit::Event],
 ) -> Result<()> {
-    let repairs = log.take_repairs();
-    let result = log.append(events);
-    for r in repairs
-        .iter()
-        .chain(result.as_ref().map(|a| &a.repairs[..]).unwrap_or(&[]))
-    {
-        say!("ironcage: audit log {}: repaired: {r}", path.display());
+    for r in log.take_repairs() {
+        say!("ironcage: audit log {}: {r}", path.display());
     }
-    result.map(|_| ()).map_err(|e| anyhow!("{e}"))
+    let a = log.append(events).map_err(|e| anyhow!("{e}"))?;
+    for r in &a.repairs {
+        say!(
+            "ironcage: audit log {}: repaired (recorded in the log): {r}",
+            path.display()
+        );
+    }
+    for w in &a.warnings {
+        say!("ironcage: audit log {}: warning: {w}", path.display());
+    }
+    Ok(())
 }
 
 fn doctor(json: bool) -> Result<i32> {

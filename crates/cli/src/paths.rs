@@ -8,36 +8,52 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn home() -> PathBuf {
-    env_path("HOME").unwrap_or_else(|| "/tmp".into())
+/// $HOME, else the home directory /etc/passwd gives our uid; never a shared directory
+/// like /tmp (anyone could plant files where we keep a key).
+fn home() -> Result<PathBuf, String> {
+    if let Some(h) = env_path("HOME") {
+        return Ok(h);
+    }
+    let uid = ironcage_sandbox::sys::geteuid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2] == uid && !f[5].is_empty())
+        .map(|f| PathBuf::from(f[5]))
+        .ok_or_else(|| "HOME is not set and /etc/passwd has no home directory for us: set IRONCAGE_AUDIT_LOG and IRONCAGE_AUDIT_KEY".to_string())
 }
 
 /// `$IRONCAGE_AUDIT_LOG`, else `/var/log/ironcage/audit.log` for root, else
 /// `$XDG_STATE_HOME/ironcage/audit.log` (`~/.local/state/...`).
-pub fn default_audit_log(is_root: bool) -> PathBuf {
+pub fn default_audit_log(is_root: bool) -> Result<PathBuf, String> {
     if let Some(p) = env_path("IRONCAGE_AUDIT_LOG") {
-        return p;
+        return Ok(p);
     }
     if is_root {
-        return "/var/log/ironcage/audit.log".into();
+        return Ok("/var/log/ironcage/audit.log".into());
     }
-    env_path("XDG_STATE_HOME")
-        .unwrap_or_else(|| home().join(".local/state"))
-        .join("ironcage/audit.log")
+    let state = match env_path("XDG_STATE_HOME") {
+        Some(s) => s,
+        None => home()?.join(".local/state"),
+    };
+    Ok(state.join("ironcage/audit.log"))
 }
 
 /// `$IRONCAGE_AUDIT_KEY`, else `/etc/ironcage/audit.key` for root, else
 /// `$XDG_CONFIG_HOME/ironcage/audit.key` (`~/.config/...`). The public half is `<key>.pub`.
-pub fn default_audit_key(is_root: bool) -> PathBuf {
+pub fn default_audit_key(is_root: bool) -> Result<PathBuf, String> {
     if let Some(p) = env_path("IRONCAGE_AUDIT_KEY") {
-        return p;
+        return Ok(p);
     }
     if is_root {
-        return "/etc/ironcage/audit.key".into();
+        return Ok("/etc/ironcage/audit.key".into());
     }
-    env_path("XDG_CONFIG_HOME")
-        .unwrap_or_else(|| home().join(".config"))
-        .join("ironcage/audit.key")
+    let config = match env_path("XDG_CONFIG_HOME") {
+        Some(c) => c,
+        None => home()?.join(".config"),
+    };
+    Ok(config.join("ironcage/audit.key"))
 }
 
 pub fn is_root() -> bool {

@@ -1163,6 +1163,23 @@ pub fn create_nofollow(path: &std::path::Path, append: bool) -> io::Result<std::
     Ok(std::fs::File::from(fd))
 }
 
+/// Reserves disk blocks for `len` bytes after `offset` without changing the file's size
+/// (FALLOC_FL_KEEP_SIZE): later writes there cannot fail for lack of space. Used for the
+/// audit log, so a sandbox that fills the disk cannot keep its run from being recorded.
+pub fn fallocate_keep_size(file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate takes a descriptor we borrow for the call and plain integers.
+    check_int(unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map(|_| ())
+}
+
 pub fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty takes an integer.
     unsafe { libc::isatty(fd) == 1 }
