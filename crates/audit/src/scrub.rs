@@ -10,48 +10,38 @@ use std::collections::BTreeMap;
 
 pub type Counts = BTreeMap<&'static str, u64>;
 
-/// Argument names whose *next* argument is a secret (`--password hunter2`).
-const SECRET_FLAGS: &[&str] = &[
+/// Name parts that mark a value as a secret (`DB_PASSWORD=`, `--auth-token`, `x-api-key:`).
+const SECRET_PARTS: &[&str] = &[
     "password",
     "passwd",
+    "passphrase",
     "pass",
     "pwd",
     "secret",
+    "secrets",
     "token",
-    "api-key",
-    "api_key",
+    "tokens",
     "apikey",
-    "access-key",
-    "access_key",
-    "secret-key",
-    "secret_key",
-    "auth",
+    "credential",
+    "credentials",
+    "cookie",
     "authorization",
-    "client-secret",
-    "client_secret",
-    "private-key",
-    "private_key",
-    "key",
+    "sessionid",
+    "otp",
+    "pin",
 ];
 
-/// Names that mark the value after `=` or `:` as a secret (`PASSWORD=x`, `token: x`).
-const SECRET_NAMES: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "access_key",
-    "secret_key",
-    "private_key",
-    "client_secret",
-    "authorization",
-    "auth_token",
-    "session",
-    "cookie",
+/// Adjacent name parts that do (`api_key`, `access-key`, `client_secret`).
+const SECRET_PAIRS: &[(&str, &str)] = &[
+    ("api", "key"),
+    ("access", "key"),
+    ("private", "key"),
+    ("secret", "key"),
+    ("signing", "key"),
+    ("encryption", "key"),
+    ("master", "key"),
+    ("auth", "key"),
+    ("session", "id"),
 ];
 
 /// Prefixes of well-known credential formats, with the minimum length of what follows.
@@ -59,6 +49,11 @@ const KEY_PREFIXES: &[(&str, usize)] = &[
     ("sk-ant-", 16),
     ("sk-proj-", 16),
     ("sk-", 16),
+    ("sk_live_", 16),
+    ("sk_test_", 16),
+    ("rk_live_", 16),
+    ("rk_test_", 16),
+    ("whsec_", 16),
     ("ghp_", 20),
     ("gho_", 20),
     ("ghu_", 20),
@@ -78,11 +73,35 @@ const KEY_PREFIXES: &[(&str, usize)] = &[
     ("pypi-", 30),
 ];
 
+/// Programs whose `-pSECRET` / `-p SECRET` is a password (elsewhere `-p` is a port, a
+/// path...).
+const DASH_P_PASSWORD: &[&str] = &["mysql", "mysqldump", "mariadb", "mysqladmin", "sshpass"];
+
+type Spans = Vec<(usize, usize, &'static str)>;
+
+/// Whether a variable, key or flag name says its value is a secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name
+        .trim_matches(|c| c == '-' || c == '"' || c == '\'')
+        .to_ascii_lowercase()
+        .replace(['-', '.'], "_");
+    let parts: Vec<&str> = n.split('_').filter(|p| !p.is_empty()).collect();
+    if n == "auth" {
+        return true;
+    }
+    parts.iter().any(|p| SECRET_PARTS.contains(p))
+        || parts
+            .windows(2)
+            .any(|w| SECRET_PAIRS.contains(&(w[0], w[1])))
+}
+
 /// Redacts one string; adds what it found to `counts`.
 pub fn scrub(s: &str, counts: &mut Counts) -> String {
-    let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+    let mut spans: Spans = Vec::new();
     private_keys(s, &mut spans);
+    urls(s, &mut spans);
     emails(s, &mut spans);
+    assignments(s, &mut spans);
     words(s, &mut spans);
     digits(s, &mut spans);
     if spans.is_empty() {
@@ -92,7 +111,7 @@ pub fn scrub(s: &str, counts: &mut Counts) -> String {
     let mut out = String::with_capacity(s.len());
     let mut pos = 0;
     for (start, end, kind) in spans {
-        if start < pos {
+        if start < pos || start >= end {
             continue; // inside a span already redacted
         }
         out.push_str(&s[pos..start]);
@@ -106,33 +125,61 @@ pub fn scrub(s: &str, counts: &mut Counts) -> String {
     out
 }
 
-/// Redacts a command line: each argument as a string, and the argument after a flag that
-/// names a secret (`--token XYZ`) whole.
+/// Redacts a command line: each argument as a string; the argument after a flag whose
+/// name says secret (`--db-password X`) whole; `-u user:PASS`; and `-pPASS` for the
+/// programs that take a password that way.
 pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
+    let program = argv
+        .first()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or("");
+    let dash_p = DASH_P_PASSWORD.contains(&program);
     let mut out = Vec::with_capacity(argv.len());
-    let mut next_is_secret = false;
-    for arg in argv {
-        if next_is_secret {
-            out.push("[REDACTED:secret]".to_string());
-            *counts.entry("secret").or_insert(0) += 1;
-            next_is_secret = false;
-            continue;
+    let mut next: Option<&'static str> = None;
+    let secret = |counts: &mut Counts, kind: &'static str| {
+        *counts.entry(kind).or_insert(0) += 1;
+        format!("[REDACTED:{kind}]")
+    };
+    for (i, arg) in argv.iter().enumerate() {
+        match next.take() {
+            Some("userinfo") => {
+                match arg.split_once(':') {
+                    Some((user, _)) => out.push(format!("{user}:{}", secret(counts, "secret"))),
+                    None => out.push(scrub(arg, counts)),
+                }
+                continue;
+            }
+            Some(kind) => {
+                out.push(secret(counts, kind));
+                continue;
+            }
+            None => {}
         }
-        let flag = arg.trim_start_matches('-').to_ascii_lowercase();
-        if arg.starts_with('-') && !arg.contains('=') && SECRET_FLAGS.contains(&flag.as_str()) {
-            next_is_secret = true;
+        if i > 0 && arg.starts_with('-') && !arg.contains('=') {
+            let flag = arg.trim_start_matches('-');
+            if is_secret_name(flag) {
+                next = Some("secret");
+            } else if flag == "u" || flag == "user" || flag == "proxy-user" {
+                next = Some("userinfo");
+            } else if dash_p && arg == "-p" {
+                next = Some("secret");
+            } else if dash_p && arg.starts_with("-p") && arg.len() > 2 && !arg.starts_with("--") {
+                out.push(format!("-p{}", secret(counts, "secret")));
+                continue;
+            }
         }
         out.push(scrub(arg, counts));
     }
     out
 }
 
-fn private_keys(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
+fn private_keys(s: &str, spans: &mut Spans) {
     let mut from = 0;
     while let Some(i) = s[from..].find("-----BEGIN ") {
         let start = from + i;
-        let header_end = s[start..].find("PRIVATE KEY-----").map(|j| start + j);
-        let Some(h) = header_end else { break };
+        let Some(h) = s[start..].find("PRIVATE KEY-----").map(|j| start + j) else {
+            break;
+        };
         let end = s[h..]
             .find("-----END ")
             .and_then(|j| s[h + j..].find("KEY-----").map(|k| h + j + k + 8))
@@ -142,28 +189,60 @@ fn private_keys(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
     }
 }
 
-fn is_email_local(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"._%+-".contains(&c)
+/// `scheme://user:PASSWORD@host`: the password.
+fn urls(s: &str, spans: &mut Spans) {
+    for (i, _) in s.match_indices("://") {
+        let rest = &s[i + 3..];
+        let auth_end = rest
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = &rest[..auth_end];
+        if let Some(at) = authority.rfind('@') {
+            if let Some(colon) = authority[..at].find(':') {
+                let start = i + 3 + colon + 1;
+                if start < i + 3 + at {
+                    spans.push((start, i + 3 + at, "url_password"));
+                }
+            }
+        }
+    }
 }
 
-fn emails(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
-    let b = s.as_bytes();
+fn is_email_local(c: char) -> bool {
+    c.is_alphanumeric() || "._%+-".contains(c)
+}
+
+fn emails(s: &str, spans: &mut Spans) {
     for (at, _) in s.match_indices('@') {
-        let mut start = at;
-        while start > 0 && is_email_local(b[start - 1]) {
-            start -= 1;
+        // The user part of a URL is not an address.
+        let word_start = s[..at]
+            .rfind(char::is_whitespace)
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        if s[word_start..at].contains("://") {
+            continue;
         }
+        let start = s[..at]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_email_local(*c))
+            .last()
+            .map(|(i, _)| i)
+            .unwrap_or(at);
         let mut end = at + 1;
-        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'.' || b[end] == b'-')
-        {
-            end += 1;
+        for (i, c) in s[at + 1..].char_indices() {
+            if c.is_alphanumeric() || c == '.' || c == '-' {
+                end = at + 1 + i + c.len_utf8();
+            } else {
+                break;
+            }
         }
-        while end > at + 1 && b[end - 1] == b'.' {
+        while end > at + 1 && s[..end].ends_with('.') {
             end -= 1;
         }
         let domain = &s[at + 1..end];
         let tld_ok = domain.rsplit_once('.').is_some_and(|(host, tld)| {
-            !host.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
+            !host.is_empty() && tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
         });
         if start < at && tld_ok {
             spans.push((start, end, "email"));
@@ -171,12 +250,90 @@ fn emails(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
     }
 }
 
+fn is_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"_-.".contains(&c)
+}
+
+/// `NAME=VALUE`, `NAME: VALUE`, `NAME = 'VALUE'`, `"NAME":"VALUE"` where NAME says secret;
+/// `Authorization: Bearer|Basic|Token X` keeps the scheme and redacts X.
+fn assignments(s: &str, spans: &mut Spans) {
+    let b = s.as_bytes();
+    for (i, &sep) in b.iter().enumerate() {
+        if sep != b'=' && sep != b':' {
+            continue;
+        }
+        if sep == b'=' && (b.get(i + 1) == Some(&b'=') || (i > 0 && b[i - 1] == b'=')) {
+            continue;
+        }
+        if sep == b':' && s[i..].starts_with("://") {
+            continue;
+        }
+        // The name, backwards: spaces, a closing quote, name characters.
+        let mut j = i;
+        while j > 0 && b[j - 1] == b' ' {
+            j -= 1;
+        }
+        if j > 0 && (b[j - 1] == b'"' || b[j - 1] == b'\'') {
+            j -= 1;
+        }
+        let name_end = j;
+        while j > 0 && is_name_char(b[j - 1]) {
+            j -= 1;
+        }
+        if j == name_end || !is_secret_name(&s[j..name_end]) {
+            continue;
+        }
+        // The value, forwards.
+        let mut v = i + 1;
+        while v < b.len() && b[v] == b' ' {
+            v += 1;
+        }
+        let Some(&first) = b.get(v) else { continue };
+        let (vs, ve) = if first == b'"' || first == b'\'' {
+            let close = s[v + 1..]
+                .find(first as char)
+                .map(|k| v + 1 + k)
+                .unwrap_or(b.len());
+            (v + 1, close)
+        } else {
+            let end = s[v..]
+                .find(|c: char| c.is_whitespace() || ",;&})]".contains(c))
+                .map(|k| v + k)
+                .unwrap_or(b.len());
+            (v, end)
+        };
+        if vs >= ve {
+            continue;
+        }
+        let value = &s[vs..ve];
+        if ["bearer", "basic", "token", "digest"]
+            .iter()
+            .any(|x| value.eq_ignore_ascii_case(x))
+        {
+            // The credential is the next word.
+            let mut w = ve;
+            while w < b.len() && b[w] == b' ' {
+                w += 1;
+            }
+            let we = s[w..]
+                .find(char::is_whitespace)
+                .map(|k| w + k)
+                .unwrap_or(b.len());
+            if w < we {
+                spans.push((w, we, "bearer_token"));
+            }
+            continue;
+        }
+        spans.push((vs, ve, "secret"));
+    }
+}
+
 fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"_-./+=".contains(&c)
 }
 
-/// Credential-shaped words: known key prefixes, JWTs, `Bearer <token>`, `name=value`.
-fn words(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
+/// Credential-shaped words: known key prefixes, JWTs, `Bearer <token>`.
+fn words(s: &str, spans: &mut Spans) {
     let b = s.as_bytes();
     let mut i = 0;
     let mut prev_word: Option<(usize, usize)> = None;
@@ -191,9 +348,9 @@ fn words(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
         }
         let word = &s[start..i];
         if let Some((ps, pe)) = prev_word {
-            if (s[ps..pe].eq_ignore_ascii_case("bearer") || s[ps..pe].eq_ignore_ascii_case("basic"))
+            let scheme = &s[ps..pe];
+            if (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic"))
                 && s[pe..start].trim().is_empty()
-                && word.len() >= 8
             {
                 spans.push((start, i, "bearer_token"));
             }
@@ -212,52 +369,17 @@ fn words(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
         }
         if token.starts_with("eyJ") && token.matches('.').count() == 2 && token.len() >= 30 {
             spans.push((start, start + token.len(), "jwt"));
-            continue;
-        }
-        // name=value / name:value where name says secret.
-        if let Some(eq) = word.find(['=', ':']) {
-            let name = word[..eq].trim_start_matches('-').to_ascii_lowercase();
-            let name = name.rsplit(['.', '/']).next().unwrap_or(&name).to_string();
-            if SECRET_NAMES
-                .iter()
-                .any(|n| name == *n || name.ends_with(&format!("_{n}")))
-                && eq + 1 < word.len()
-            {
-                spans.push((start + eq + 1, i, "secret"));
-            }
-        } else if i < b.len() && b[i] == b':' {
-            // `password: value` with a space.
-            let name = word.to_ascii_lowercase();
-            if SECRET_NAMES.contains(&name.as_str()) {
-                let vstart = s[i + 1..]
-                    .find(|c: char| !c.is_whitespace())
-                    .map(|j| i + 1 + j);
-                if let Some(vs) = vstart {
-                    let ve = s[vs..]
-                        .find(char::is_whitespace)
-                        .map(|j| vs + j)
-                        .unwrap_or(s.len());
-                    let scheme = &s[vs..ve];
-                    // `Authorization: Bearer X` is the bearer rule's; `Basic X` is a secret.
-                    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic")
-                    {
-                        continue;
-                    }
-                    spans.push((vs, ve, "secret"));
-                    i = ve;
-                }
-            }
         }
     }
 }
 
-/// Card numbers (13-19 digits, single spaces or dashes allowed, Luhn-valid) and US social
-/// security numbers (ddd-dd-dddd).
-fn digits(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
+/// Card numbers (13-19 digits, single spaces, dashes or dots allowed, Luhn-valid) and US
+/// social security numbers (ddd-dd-dddd).
+fn digits(s: &str, spans: &mut Spans) {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if !b[i].is_ascii_digit() || (i > 0 && (b[i - 1].is_ascii_alphanumeric())) {
+        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_alphanumeric()) {
             i += 1;
             continue;
         }
@@ -269,7 +391,7 @@ fn digits(s: &str, spans: &mut Vec<(usize, usize, &'static str)>) {
                 nums.push(b[i] - b'0');
                 i += 1;
                 end = i;
-            } else if (b[i] == b' ' || b[i] == b'-')
+            } else if matches!(b[i], b' ' | b'-' | b'.')
                 && i + 1 < b.len()
                 && b[i + 1].is_ascii_digit()
                 && end == i
@@ -348,6 +470,82 @@ mod tests {
             assert_eq!(got, want, "{input:?}");
             assert_eq!(counts.get(kind), Some(&1), "{input:?}: {counts:?}");
         }
+    }
+
+    /// Every leak the reviews found, each must be redacted without keeping the value.
+    #[test]
+    fn reviewed_leaks_are_redacted() {
+        let cases: &[(&str, &str)] = &[
+            ("PASSWORD='hunter2'", "hunter2"),
+            ("TOKEN=\"tok-secret-1\"", "tok-secret-1"),
+            ("password = SpacedPw1", "SpacedPw1"),
+            ("{\"password\":\"jsonpw\"}", "jsonpw"),
+            ("DB_PASS=dbpw9", "dbpw9"),
+            ("x-api-key: XApiKeyValue77", "XApiKeyValue77"),
+            ("--access-token=TopSecretTok123", "TopSecretTok123"),
+            ("--client-secret=CliSecret5", "CliSecret5"),
+            (
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "4eC39HqLyjWDarjtT1zdp7dc",
+            ),
+            ("Authorization: token GhClassicTok42", "GhClassicTok42"),
+            ("Authorization: Bearer short1", "short1"),
+            ("postgres://admin:PgPassw0rd@db:5432/app", "PgPassw0rd"),
+            ("redis://:RedisPw9@10.0.0.5:6379", "RedisPw9"),
+            ("bob@ex\u{e4}mple.com", "bob"),
+            ("4111.1111.1111.1111", "4111"),
+        ];
+        for (input, secret) in cases {
+            let (got, counts) = s(input);
+            assert!(!got.contains(secret), "{input:?} kept {secret:?}: {got}");
+            assert!(!counts.is_empty(), "{input:?}");
+        }
+        let argv = |a: &[&str]| -> Vec<String> {
+            let mut c = Counts::new();
+            scrub_argv(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &mut c)
+        };
+        for (cmd, secret) in [
+            (
+                &["tool", "--db-password", "Hunter2Secret"][..],
+                "Hunter2Secret",
+            ),
+            (&["tool", "--auth-token", "AuthSecret987"], "AuthSecret987"),
+            (&["tool", "--passphrase", "MyPassPhrase1"], "MyPassPhrase1"),
+            (&["mysql", "-pMysqlRootPw"], "MysqlRootPw"),
+            (
+                &["sshpass", "-p", "SshpassPw123", "ssh", "host"],
+                "SshpassPw123",
+            ),
+            (
+                &["curl", "-u", "admin:CurlBasicPw1", "https://x"],
+                "CurlBasicPw1",
+            ),
+        ] {
+            let out = argv(cmd);
+            assert!(
+                !out.iter().any(|a| a.contains(secret)),
+                "{cmd:?} -> {out:?}"
+            );
+        }
+        // ...while ports and ordinary flags stay.
+        assert_eq!(
+            argv(&[
+                "python3",
+                "-p",
+                "8080",
+                "--author=bob",
+                "--session-name",
+                "x"
+            ]),
+            [
+                "python3",
+                "-p",
+                "8080",
+                "--author=bob",
+                "--session-name",
+                "x"
+            ]
+        );
     }
 
     #[test]

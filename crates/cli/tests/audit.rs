@@ -706,3 +706,71 @@ both_modes! {
         assert_eq!(l.audit(mode, &["verify"]).0, 0);
     }
 }
+
+/// The sandbox fills the disk the log is on: its run is still recorded to the end (the log
+/// keeps disk space reserved ahead of its appends).
+#[test]
+fn filling_the_disk_does_not_erase_the_record() {
+    let l = Log::new();
+    let fs = l.dir.path.join("small");
+    std::fs::create_dir_all(&fs).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,mode=0777", "tmpfs"])
+        .arg(&fs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(fs.clone());
+    let log = fs.join("log/audit.log");
+    let work = fs.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let policy = policy(
+        &l.dir,
+        &[&format!(
+            "audit:\n  enabled: true\n  log_path: {}\n  detail_level: [syscall, filesystem]\n",
+            log.display()
+        )],
+    );
+    let mut c = ic(Mode::Root, &[("IRONCAGE_AUDIT_KEY", &l.key)]);
+    c.args(["run", "--policy", policy.to_str().unwrap(), "--rw"])
+        .arg(format!("{}:/out", work.display()))
+        .args(["--", "/usr/bin/python3", "-c",
+            "import os\nfor i in range(200):\n    try: os.mkdir(f'/etc/evil{i}')\n    except OSError: pass\nfd = os.open('/out/fill', os.O_WRONLY | os.O_CREAT)\nfor n in (65536, 4096, 512, 1):\n    try:\n        while True: os.write(fd, b'x' * n)\n    except OSError as e: err = e\nraise err"]);
+    let (code, _, err) = spawn(c, None);
+    assert!(
+        err.contains("No space left on device"),
+        "the sandbox must have filled the disk: {err}"
+    );
+    assert_eq!(code, 1, "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // 200 violation entries (~50 KB) after the disk was full to the last byte.
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "violation.filesystem")
+            .count(),
+        200,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"run.end".to_string()), "{kinds:?}");
+    let mut c = ic(Mode::Root, &[("IRONCAGE_AUDIT_KEY", &l.key)]);
+    c.args(["audit", "--log", log.to_str().unwrap(), "verify"]);
+    let (code, out, err) = spawn(c, None);
+    assert_eq!(code, 0, "{out}{err}");
+}
