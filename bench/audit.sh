@@ -4,18 +4,22 @@
 #     no signing) and SQLite (WAL, synchronous=FULL), one event per durable call and 1,000
 #     per call;
 #   - verify: `sha256sum` over the same log file (one hash pass, no parsing: the floor).
+# The log was just written, so verify reads it from the page cache (hot).
 # Usage: bash bench/audit.sh   (IRONCAGE_BENCH_ENTRIES=1000000, BENCH_DIR=/var/tmp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${IRONCAGE_BENCH_ENTRIES:-1000000}
 DIR=${BENCH_DIR:-/var/tmp}
 OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+trap 'rm -f "$OUT" "$OUT.err"' EXIT
 
-IRONCAGE_BENCH_ENTRIES=$N IRONCAGE_BENCH_DIR=$DIR IRONCAGE_BENCH_KEEP=1 \
-    cargo bench -q -p ironcage-audit --bench log_bench >"$OUT" 2>"$OUT.err"
+if ! IRONCAGE_BENCH_ENTRIES=$N IRONCAGE_BENCH_DIR=$DIR IRONCAGE_BENCH_KEEP=1 \
+    cargo bench -q -p ironcage-audit --bench log_bench >"$OUT" 2>"$OUT.err"; then
+    cat "$OUT.err" >&2
+    echo "bench/audit.sh: the benchmark failed" >&2
+    exit 1
+fi
 KEPT=$(sed -n 's/^kept //p' "$OUT.err")
-rm -f "$OUT.err"
 get() { awk -v k="$1" '$1 == k {print $2}' "$OUT"; }
 
 PEERS=$(/usr/bin/python3 - "$DIR" "$N" <<'PY'

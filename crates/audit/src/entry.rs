@@ -105,8 +105,8 @@ fn scrub_map(m: &Map<String, Value>, counts: &mut scrub::Counts) -> Map<String, 
 pub enum EntryError {
     #[error("not valid JSON: {0}")]
     Json(String),
-    #[error("not in canonical form (re-encoding it gives different bytes): edited by hand?")]
-    NotCanonical,
+    #[error("not in canonical form ({0}): edited by hand?")]
+    NotCanonical(String),
     #[error("field `{0}` is missing or has the wrong type")]
     Field(&'static str),
     #[error("unsupported entry version {0}")]
@@ -170,10 +170,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, EntryError> {
         // Say "not JSON" when it is not JSON at all, "not canonical" when it is JSON.
         match serde_json::from_slice::<Value>(bytes) {
             Err(j) => EntryError::Json(j.to_string()),
-            Ok(_) => {
-                let _ = e;
-                EntryError::NotCanonical
-            }
+            Ok(_) => EntryError::NotCanonical(format!("at byte {}: {}", e.at, e.what)),
         }
     })?;
     let v = v.ok_or(EntryError::Field("v"))?;
@@ -271,10 +268,9 @@ mod tests {
         assert_eq!(p.time, "2026-11-25T09:18:16.123Z");
         // One space more: same JSON, not the same entry.
         let spaced = text.replacen(",", ", ", 1);
-        assert_eq!(
-            parse(spaced.as_bytes()).unwrap_err(),
-            EntryError::NotCanonical
-        );
+        let err = parse(spaced.as_bytes()).unwrap_err();
+        assert!(matches!(err, EntryError::NotCanonical(_)), "{err}");
+        assert!(err.to_string().contains("no whitespace"), "{err}");
         assert!(matches!(parse(b"{\"seq\":1"), Err(EntryError::Json(_))));
     }
 }

@@ -90,9 +90,11 @@ fn append_prove_verify() {
     assert_eq!(log.size().unwrap(), size + 1);
 }
 
-/// A writer process: appends `IRONCAGE_TEST_COUNT` events one call each and prints the
-/// sequence number of each acknowledged append.
+/// A writer process for the crash and concurrency tests (which run this test binary with
+/// `--ignored --exact writer_child`): appends `IRONCAGE_TEST_COUNT` events and prints the
+/// sequence number of each acknowledged one.
 #[test]
+#[ignore = "a helper process, started by other tests"]
 fn writer_child() {
     let Ok(path) = std::env::var("IRONCAGE_TEST_LOG") else {
         return;
@@ -143,6 +145,7 @@ fn spawn_batch_writer(
     Command::new(std::env::current_exe().unwrap())
         .env("IRONCAGE_TEST_BATCH", batch.to_string())
         .args([
+            "--ignored",
             "--exact",
             "writer_child",
             "--nocapture",
@@ -235,8 +238,8 @@ fn sigkill_mid_append_loses_nothing_acknowledged() {
             .collect();
         // Let them get going, then kill them at a moment nobody chose.
         std::thread::sleep(std::time::Duration::from_millis(20 + (round * 7) % 40));
-        for w in &writers {
-            unsafe_free_kill(w.id());
+        for w in &mut writers {
+            let _ = w.kill(); // SIGKILL
         }
         for w in writers.drain(..) {
             let out = w.wait_with_output().unwrap();
@@ -312,11 +315,6 @@ fn torn_tail_is_repaired_and_reported() {
     );
 }
 
-fn unsafe_free_kill(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
-}
 
 #[test]
 fn a_legacy_json_lines_log_is_moved_aside() {
