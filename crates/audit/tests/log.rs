@@ -315,7 +315,6 @@ fn torn_tail_is_repaired_and_reported() {
     );
 }
 
-
 #[test]
 fn a_legacy_json_lines_log_is_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
