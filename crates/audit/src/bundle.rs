@@ -16,6 +16,7 @@ use crate::entry;
 use crate::log::{AuditLog, LogError};
 use crate::merkle::{self, Frontier, Hash};
 use crate::note::{hex, unhex, Checkpoint, SigningKey, VerifierKey};
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -85,9 +86,18 @@ pub fn export(
     let mut entries = Vec::new();
     log.store().entries(from, to, &mut |seq, bytes| {
         let keep = match &select {
-            Select::Run(id) => entry::parse(bytes)
-                .map(|p| p.run.as_deref() == Some(*id))
-                .unwrap_or(false),
+            // An entry that does not parse cannot be left out quietly: it may be the one.
+            Select::Run(id) => {
+                entry::parse(bytes)
+                    .map_err(|e| StoreError::Tampered {
+                        path: log.name().into(),
+                        entry: Some(seq),
+                        reason: format!("entry {seq}: {e}"),
+                    })?
+                    .run
+                    .as_deref()
+                    == Some(*id)
+            }
             _ => true,
         };
         if keep {

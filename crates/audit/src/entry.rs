@@ -86,9 +86,24 @@ pub fn encode(seq: u64, prev: &Hash, ev: &Event) -> Vec<u8> {
     canonical::to_vec(&Value::Object(m))
 }
 
+/// Longest string kept in an entry; longer ones are cut and marked (an entry is evidence
+/// about an event, not a place for a sandbox to park megabytes).
+pub const MAX_STRING: usize = 64 * 1024;
+
+fn cap(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_STRING {
+        return s.into();
+    }
+    let mut cut = MAX_STRING;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[truncated {} bytes]", &s[..cut], s.len() - cut).into()
+}
+
 fn scrub_value(v: &Value, counts: &mut scrub::Counts) -> Value {
     match v {
-        Value::String(s) => Value::String(scrub::scrub(s, counts)),
+        Value::String(s) => Value::String(scrub::scrub(&cap(s), counts)),
         Value::Array(a) => Value::Array(a.iter().map(|x| scrub_value(x, counts)).collect()),
         Value::Object(m) => Value::Object(scrub_map(m, counts)),
         other => other.clone(),
@@ -97,7 +112,7 @@ fn scrub_value(v: &Value, counts: &mut scrub::Counts) -> Value {
 
 fn scrub_map(m: &Map<String, Value>, counts: &mut scrub::Counts) -> Map<String, Value> {
     m.iter()
-        .map(|(k, v)| (scrub::scrub(k, counts), scrub_value(v, counts)))
+        .map(|(k, v)| (scrub::scrub(&cap(k), counts), scrub_value(v, counts)))
         .collect()
 }
 

@@ -89,6 +89,12 @@ impl Appender for EventAppender<'_> {
         (Some(&cp.origin) == self.origin.as_ref()).then_some((cp.size, cp.root))
     }
 
+    fn signed_size(&self, note: &str) -> Option<u64> {
+        Checkpoint::open(note, &self.signer?.verifier())
+            .ok()
+            .map(|c| c.size)
+    }
+
     fn entries(&mut self, head: &Head) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
         let mut prev = head.last_leaf.unwrap_or([0; 32]);

@@ -436,10 +436,11 @@ pub fn load_verifier(spec: &str) -> Result<VerifierKey, NoteError> {
         return Ok(k);
     }
     let path = Path::new(spec);
-    let text = std::fs::read_to_string(path).map_err(|source| NoteError::KeyFile {
+    let text = crate::fsutil::read_nofollow(path).map_err(|source| NoteError::KeyFile {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = String::from_utf8_lossy(&text);
     let text = text.trim();
     if text.starts_with("PRIVATE+KEY+") {
         return SigningKey::parse(text).map(|k| k.verifier());

@@ -29,7 +29,12 @@ const SECRET_PARTS: &[&str] = &[
     "sessionid",
     "otp",
     "pin",
+    "sig",
+    "signature",
 ];
+
+/// Name endings that do, glued to anything (`PGPASSWORD`, `MYSQL_PWD`, `dbpassword`).
+const SECRET_SUFFIXES: &[&str] = &["password", "passwd", "secret", "token", "apikey"];
 
 /// Adjacent name parts that do (`api_key`, `access-key`, `client_secret`).
 const SECRET_PAIRS: &[(&str, &str)] = &[
@@ -42,6 +47,8 @@ const SECRET_PAIRS: &[(&str, &str)] = &[
     ("master", "key"),
     ("auth", "key"),
     ("session", "id"),
+    ("account", "key"),
+    ("shared", "key"),
 ];
 
 /// Prefixes of well-known credential formats, with the minimum length of what follows.
@@ -71,6 +78,12 @@ const KEY_PREFIXES: &[(&str, usize)] = &[
     ("hf_", 20),
     ("npm_", 30),
     ("pypi-", 30),
+    ("SG.", 20),
+    ("ya29.", 20),
+    ("xoxe-", 10),
+    ("sq0csp-", 20),
+    ("shpat_", 20),
+    ("dop_v1_", 20),
 ];
 
 /// Programs whose `-pSECRET` / `-p SECRET` is a password (elsewhere `-p` is a port, a
@@ -81,10 +94,21 @@ type Spans = Vec<(usize, usize, &'static str)>;
 
 /// Whether a variable, key or flag name says its value is a secret.
 pub fn is_secret_name(name: &str) -> bool {
-    let n = name
-        .trim_matches(|c| c == '-' || c == '"' || c == '\'')
-        .to_ascii_lowercase()
-        .replace(['-', '.'], "_");
+    let trimmed = name.trim_matches(|c| c == '-' || c == '"' || c == '\'');
+    // camelCase parts: `dbPassword` -> `db_password`.
+    let mut snake = String::with_capacity(trimmed.len() + 4);
+    let mut prev_lower = false;
+    for c in trimmed.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            snake.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        snake.push(c);
+    }
+    let n = snake.to_ascii_lowercase().replace(['-', '.'], "_");
+    if SECRET_SUFFIXES.iter().any(|x| n.ends_with(x)) {
+        return true;
+    }
     let parts: Vec<&str> = n.split('_').filter(|p| !p.is_empty()).collect();
     if n == "auth" {
         return true;
@@ -133,7 +157,8 @@ pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
         .first()
         .and_then(|a| a.rsplit('/').next())
         .unwrap_or("");
-    let dash_p = DASH_P_PASSWORD.contains(&program);
+    let dash_p = DASH_P_PASSWORD.contains(&program)
+        || (program == "docker" && argv.get(1).is_some_and(|a| a == "login"));
     let mut out = Vec::with_capacity(argv.len());
     let mut next: Option<&'static str> = None;
     let secret = |counts: &mut Counts, kind: &'static str| {
@@ -155,6 +180,20 @@ pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
             }
             None => {}
         }
+        // `--user=name:PASS`, `-uname:PASS`.
+        if i > 0 {
+            if let Some(v) = arg
+                .strip_prefix("--user=")
+                .or_else(|| arg.strip_prefix("--proxy-user="))
+                .or_else(|| arg.strip_prefix("-u").filter(|v| !v.is_empty()))
+            {
+                if let Some((user, _)) = v.split_once(':') {
+                    let flag = &arg[..arg.len() - v.len()];
+                    out.push(format!("{flag}{user}:{}", secret(counts, "secret")));
+                    continue;
+                }
+            }
+        }
         if i > 0 && arg.starts_with('-') && !arg.contains('=') {
             let flag = arg.trim_start_matches('-');
             if is_secret_name(flag) {
@@ -173,16 +212,27 @@ pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
     out
 }
 
+/// `-----BEGIN ... PRIVATE KEY...-----` up to its `-----END ...-----` (PEM, OpenSSH, PGP).
 fn private_keys(s: &str, spans: &mut Spans) {
     let mut from = 0;
     while let Some(i) = s[from..].find("-----BEGIN ") {
         let start = from + i;
-        let Some(h) = s[start..].find("PRIVATE KEY-----").map(|j| start + j) else {
+        let header_start = start + "-----BEGIN ".len();
+        let Some(header_len) = s[header_start..].find("-----") else {
             break;
         };
-        let end = s[h..]
+        let header = &s[header_start..header_start + header_len];
+        let after = header_start + header_len + 5;
+        if !header.contains("PRIVATE KEY") {
+            from = after;
+            continue;
+        }
+        let end = s[after..]
             .find("-----END ")
-            .and_then(|j| s[h + j..].find("KEY-----").map(|k| h + j + k + 8))
+            .and_then(|j| {
+                let e = after + j + "-----END ".len();
+                s[e..].find("-----").map(|k| e + k + 5)
+            })
             .unwrap_or(s.len());
         spans.push((start, end, "private_key"));
         from = end;
@@ -197,6 +247,17 @@ fn urls(s: &str, spans: &mut Spans) {
             .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
             .unwrap_or(rest.len());
         let authority = &rest[..auth_end];
+        // Slack incoming webhooks: the path is the secret.
+        if authority.eq_ignore_ascii_case("hooks.slack.com") {
+            let path_start = i + 3 + auth_end;
+            let path_end = s[path_start..]
+                .find(char::is_whitespace)
+                .map(|k| path_start + k)
+                .unwrap_or(s.len());
+            if path_end > path_start + 1 {
+                spans.push((path_start + 1, path_end, "webhook"));
+            }
+        }
         if let Some(at) = authority.rfind('@') {
             if let Some(colon) = authority[..at].find(':') {
                 let start = i + 3 + colon + 1;
@@ -358,19 +419,25 @@ fn words(s: &str, spans: &mut Spans) {
             }
         }
         prev_word = Some((start, i));
-        let token = word.trim_end_matches(['.', '=']);
-        if KEY_PREFIXES.iter().any(|(p, min)| {
-            token.starts_with(p)
-                && token.len() >= p.len() + min
-                && token[p.len()..]
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-        }) {
-            spans.push((start, start + token.len(), "api_key"));
-            continue;
-        }
-        if token.starts_with("eyJ") && token.matches('.').count() == 2 && token.len() >= 30 {
-            spans.push((start, start + token.len(), "jwt"));
+        // Credentials glued to something (`--key=sk-...`, `/v1/sk-...`): each piece.
+        let mut piece_start = start;
+        for piece in word.split(['=', '/', ':', ',']) {
+            let token = piece.trim_end_matches(['.', '=']);
+            if KEY_PREFIXES.iter().any(|(p, min)| {
+                token.starts_with(p)
+                    && token.len() >= p.len() + min
+                    && token[p.len()..]
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c))
+            }) {
+                spans.push((piece_start, piece_start + token.len(), "api_key"));
+            } else if token.starts_with("eyJ")
+                && token.matches('.').count() == 2
+                && token.len() >= 30
+            {
+                spans.push((piece_start, piece_start + token.len(), "jwt"));
+            }
+            piece_start += piece.len() + 1;
         }
     }
 }
@@ -496,6 +563,20 @@ mod tests {
             ("redis://:RedisPw9@10.0.0.5:6379", "RedisPw9"),
             ("bob@ex\u{e4}mple.com", "bob"),
             ("4111.1111.1111.1111", "4111"),
+            ("--anthropic-key=sk-ant-api03-abcdefghijklmnop", "abcdefghijklmnop"),
+            ("https://api.example.com/v1/sk-proj-abcdefghijklmnopqrst", "abcdefghijklmnopqrst"),
+            ("x/AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+            ("--jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl", "eyJzdWIi"),
+            ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----", "lQOYBF"),
+            ("--dbPassword=camelPw1", "camelPw1"),
+            ("--accessToken=camelTok1", "camelTok1"),
+            ("PGPASSWORD=pgpw1", "pgpw1"),
+            ("AccountKey=azkey1", "azkey1"),
+            ("https://x.blob.core.windows.net/c?sv=1&sig=sasSig1", "sasSig1"),
+            ("SG.abcdefghijklmnopqrstuv.wxyz0123456789", "abcdefghijklmnop"),
+            ("ya29.a0AfH6SMBabcdefghijklmnop", "a0AfH6SMB"),
+            ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "XXXXSECRET"),
+            ("/etc/sk-ant-api03-sandboxchosenpath123", "sandboxchosenpath123"),
         ];
         for (input, secret) in cases {
             let (got, counts) = s(input);
@@ -522,6 +603,16 @@ mod tests {
                 &["curl", "-u", "admin:CurlBasicPw1", "https://x"],
                 "CurlBasicPw1",
             ),
+            (
+                &["curl", "--user=alice:UserEqPw1", "https://x"],
+                "UserEqPw1",
+            ),
+            (&["mysql", "-ualice:AttachedPw1"], "AttachedPw1"),
+            (
+                &["docker", "login", "-p", "DockerPw1", "registry"],
+                "DockerPw1",
+            ),
+            (&["tool", "--dbPassword", "CamelFlagPw1"], "CamelFlagPw1"),
         ] {
             let out = argv(cmd);
             assert!(

@@ -382,22 +382,29 @@ fn a_torn_checkpoint_write_leaves_the_previous_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = SigningKey::generate("test").unwrap();
-    let mut log =
-        AuditLog::open_file(&path, Some(SigningKey::parse(&key.to_text()).unwrap())).unwrap();
-    log.append(&[ev(1)]).unwrap(); // size 2, slot 0
-    log.append(&[ev(2)]).unwrap(); // size 3, slot 1
+    let mut log = AuditLog::open_file(&path, Some(key.clone())).unwrap();
     let cp_path = dir.path().join("audit.log.checkpoint");
-    let mut slots = std::fs::read(&cp_path).unwrap();
-    // A crash in the middle of writing slot 1: half of it is garbage.
-    for b in &mut slots[4096 + 40..4096 + 120] {
+    log.append(&[ev(1)]).unwrap(); // size 2: slot 0
+    let after_first = std::fs::read(&cp_path).unwrap();
+    log.append(&[ev(2)]).unwrap(); // size 3: slot 1, then slot 0 cleared
+    let after_second = std::fs::read(&cp_path).unwrap();
+    assert!(
+        after_second[..4096].iter().all(|&b| b == 0),
+        "the older checkpoint is cleared"
+    );
+    // A power failure in the middle of writing slot 1 (before slot 0 was cleared): slot 0
+    // still holds size 2, slot 1 is half written.
+    let mut torn = after_first.clone();
+    torn[4096..].copy_from_slice(&after_second[4096..]);
+    for b in &mut torn[4096 + 40..4096 + 120] {
         *b = b'#';
     }
-    std::fs::write(&cp_path, &slots).unwrap();
+    std::fs::write(&cp_path, &torn).unwrap();
     let note = log.stored_checkpoint().unwrap().unwrap();
     assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 2);
     verify_file(&path, &key).unwrap();
     // The next append builds on the good one (size 2), re-reads entry 2 from the log
-    // (recording that it signs it now), and writes the other slot.
+    // (recording that it signs it now), and replaces both slots.
     let a = log.append(&[ev(3)]).unwrap();
     assert!(
         a.repairs
@@ -408,12 +415,7 @@ fn a_torn_checkpoint_write_leaves_the_previous_checkpoint() {
     );
     let note = log.stored_checkpoint().unwrap().unwrap();
     assert_eq!(Checkpoint::open(&note, &key.verifier()).unwrap().size, 5);
-    let slots = std::fs::read(&cp_path).unwrap();
-    let slot0 = String::from_utf8_lossy(&slots[..4096]);
-    assert!(
-        slot0.contains("\n2\n"),
-        "the good checkpoint of size 2 must survive: {slot0}"
-    );
+    verify_file(&path, &key).unwrap();
 }
 
 #[test]
@@ -731,4 +733,68 @@ fn entries_durable_but_not_indexed_are_indexed_and_recorded() {
         a.repairs
     );
     verify_file(&path, &key).unwrap();
+}
+
+#[test]
+fn an_emptied_log_is_refused_not_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    std::fs::write(&path, b"").unwrap();
+    remove_index(&path);
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(err.to_string().contains("the log was emptied"), "{err}");
+    // The signed checkpoint is still there for verify to show what was lost.
+    assert!(std::fs::read(format!("{}.checkpoint", path.display()))
+        .unwrap()
+        .iter()
+        .any(|&b| b != 0));
+}
+
+#[test]
+fn a_last_entry_edited_with_its_index_leaf_is_refused() {
+    // 10 entries: the last leaf sits under a stored parent node, which is what the next
+    // root is built from; the leaf itself must still be checked against the signed root.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = SigningKey::generate("test").unwrap();
+    let mut log = AuditLog::open_file(&path, Some(key.clone())).unwrap();
+    for i in 0..9 {
+        log.append(&[ev(i)]).unwrap();
+    }
+    assert_eq!(log.size().unwrap(), 10);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last = text.lines().last().unwrap();
+    let forged = last.replacen("\"i\":8", "\"i\":7", 1);
+    assert_ne!(last, forged);
+    std::fs::write(&path, text.replacen(last, &forged, 1)).unwrap();
+    let tree_path = format!("{}.tree", path.display());
+    let mut tree = std::fs::read(&tree_path).unwrap();
+    let pos = ironcage_audit::store::node_pos(0, 9) as usize;
+    tree[pos * 32..pos * 32 + 32].copy_from_slice(&merkle::leaf_hash(forged.as_bytes()));
+    std::fs::write(&tree_path, tree).unwrap();
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("entry 9 is not the entry the last signed checkpoint covers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_entry_0_without_a_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    rewrite(&path, |seq, v| {
+        if seq == 0 {
+            v["fields"].as_object_mut().unwrap().remove("origin");
+        }
+        true
+    });
+    remove_index(&path);
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("entry 0 is not a log.init entry naming the log"),
+        "{err}"
+    );
 }

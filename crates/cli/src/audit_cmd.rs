@@ -110,12 +110,16 @@ fn verifiers(specs: &[String]) -> Result<Vec<VerifierKey>> {
             .map(|s| note::load_verifier(s).map_err(|e| fail(USAGE, e)))
             .collect();
     }
+    // The private key when we can read it (the .pub next to it could have been swapped),
+    // else its .pub.
     let path = key_path(None)?;
-    for p in [note::public_key_path(&path), path.clone()] {
-        if p.exists() {
-            if let Ok(k) = note::load_verifier(&p.to_string_lossy()) {
-                return Ok(vec![k]);
-            }
+    if let Ok(k) = note::load_key(&path) {
+        return Ok(vec![k.verifier()]);
+    }
+    let pub_path = note::public_key_path(&path);
+    if pub_path.exists() {
+        if let Ok(k) = note::load_verifier(&pub_path.to_string_lossy()) {
+            return Ok(vec![k]);
         }
     }
     Err(fail(
@@ -267,12 +271,26 @@ fn summary(e: &Value) -> String {
         .get("redacted")
         .map(|r| format!(" [redacted {r}]"))
         .unwrap_or_default();
-    format!(
+    printable(&format!(
         "#{:<6} {} {:<20}{run} {body}{redacted}",
         e["seq"],
         e["time"].as_str().unwrap_or(""),
         e["type"].as_str().unwrap_or("")
-    )
+    ))
+}
+
+/// Control characters escaped: entries hold text the sandbox chose (paths it tried to
+/// write), which must not forge lines or drive the terminal.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Prints entries `from..to` (of run `run`, if given); false when stdout is gone (a closed
@@ -639,6 +657,33 @@ fn export(
         (None, None, None) => Select::All,
         (None, f, t) => Select::Range(f.unwrap_or(0), t.unwrap_or(u64::MAX)),
     };
+    // Nothing is signed that does not verify in full (the append-time checks cannot see
+    // an edit in the middle of the log).
+    if let Some(k) = &signer {
+        let reader = open_read(path)?;
+        let checkpoints = reader
+            .stored_checkpoint()
+            .map_err(log_fail)?
+            .map(|note| CheckpointInput {
+                label: "(the log's latest)".into(),
+                note,
+            })
+            .into_iter()
+            .collect();
+        verify::verify(
+            reader.store(),
+            &verify::Options {
+                keys: &[k.verifier()],
+                checkpoints,
+            },
+        )
+        .map_err(|e| {
+            fail(
+                FAILED,
+                format!("not exporting: the log does not verify: {e}"),
+            )
+        })?;
+    }
     let (log, note_text) = match &signer {
         Some(k) => {
             let mut log = AuditLog::open_file_existing(path, Some(k.clone())).map_err(log_fail)?;

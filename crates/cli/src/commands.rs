@@ -420,9 +420,6 @@ fn append_audit(
     path: &std::path::Path,
     events: &[ironcage_audit::Event],
 ) -> Result<()> {
-    for r in log.take_repairs() {
-        say!("ironcage: audit log {}: {r}", path.display());
-    }
     let a = log.append(events).map_err(|e| anyhow!("{e}"))?;
     for r in &a.repairs {
         say!(

@@ -774,3 +774,71 @@ fn filling_the_disk_does_not_erase_the_record() {
     let (code, out, err) = spawn(c, None);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn export_signs_nothing_that_does_not_verify() {
+    let (l, _) = sample_log();
+    // Change one hex digit of entry 6's run id (same length: the index still fits).
+    let mut ls = lines(&l);
+    let run = serde_json::from_str::<Value>(&ls[6]).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flipped: String = run
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                if c == 'a' {
+                    'b'
+                } else {
+                    'a'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    ls[6] = ls[6].replace(&run, &flipped);
+    write_lines(&l, &ls);
+    let out = l.dir.path.join("b.json");
+    let (code, _, err) = l.audit(
+        Mode::Root,
+        &["export", "--run", &run, "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not exporting: the log does not verify") && err.contains("entry 6"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn tail_escapes_what_the_sandbox_chose() {
+    let l = Log::new();
+    let policy = policy(
+        &l.dir,
+        &[&format!(
+            "audit:\n  enabled: true\n  log_path: {}\n  detail_level: [filesystem]\n",
+            l.log.display()
+        )],
+    );
+    let (code, _, err) = l.cmd(Mode::Root, &["run", "--policy", policy.to_str().unwrap(), "--", "/usr/bin/python3", "-c",
+        "import os\nfor p in ['/etc/x\\n#99 2026 run.end run=FAKE exited', '/etc/\\x1b[1A\\x1b[2Kgone']:\n    try: os.mkdir(p)\n    except OSError: pass"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = l.audit(Mode::Root, &["tail", "-n", "50"]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\x1b'),
+        "raw escape reached the terminal: {out:?}"
+    );
+    assert!(
+        !out.lines().any(|line| line.starts_with("#99")),
+        "a forged line: {out}"
+    );
+    assert!(
+        out.contains("\\n#99") && out.contains("\\u{1b}[1A"),
+        "{out}"
+    );
+}

@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 const CHECKPOINT_SLOT: usize = 4096;
 /// Disk space kept reserved past the end of the log.
 const RESERVE: u64 = 1 << 20;
+/// No entry line is longer than this.
+const MAX_LINE: usize = 256 << 20;
 
 /// Where entries end and the tree nodes, read from the index files or, when those are
 /// missing or behind (a read-only copy, a crash not yet repaired), built in memory.
@@ -45,6 +47,9 @@ enum Index {
 pub struct FileStore {
     path: PathBuf,
     log: File,
+    /// The checkpoint file, opened with the log so a log moved aside mid-append keeps
+    /// its own checkpoints (None: a read-only copy without one).
+    checkpoint: Option<File>,
     index: Index,
     /// The index files as found, for `verify` to compare (also when `index` is in memory).
     files: Option<(File, File)>,
@@ -86,15 +91,29 @@ impl Nodes for FileNodes<'_> {
 /// How far index files can be trusted: records present in both, without a partial or
 /// all-zero tail (pages a power failure left unwritten), as (entries, tree nodes).
 fn usable_records(idx: &File, tree: &File) -> io::Result<u64> {
-    let mut k = len(idx)? / 8;
-    while k > 0 && read_u64(idx, k - 1)? == 0 {
-        k -= 1;
-    }
-    let mut t = len(tree)? / 32;
-    while t > 0 && read_hash(tree, t - 1)? == [0; 32] {
-        t -= 1;
-    }
+    let k = without_zero_tail(idx, 8)?;
+    let t = without_zero_tail(tree, 32)?;
     Ok(k.min(leaves_for_nodes(t)))
+}
+
+/// Records of `size` bytes in `f`, not counting a tail of all-zero records (read backwards
+/// in large chunks: someone may have made the file huge and sparse).
+fn without_zero_tail(f: &File, size: u64) -> io::Result<u64> {
+    let mut n = len(f)? / size;
+    let mut buf = vec![0u8; 1 << 20];
+    while n > 0 {
+        let from = n.saturating_sub(buf.len() as u64 / size);
+        let chunk = &mut buf[..((n - from) * size) as usize];
+        f.read_exact_at(chunk, from * size)?;
+        match chunk
+            .chunks_exact(size as usize)
+            .rposition(|r| r.iter().any(|&b| b != 0))
+        {
+            Some(i) => return Ok(from + i as u64 + 1),
+            None => n = from,
+        }
+    }
+    Ok(0)
 }
 
 impl FileStore {
@@ -172,6 +191,8 @@ impl FileStore {
             .map_err(|e| err("open the .idx file", e))?;
         let tree = fsutil::open_rw_create(&sidecar(path, "tree"), 0o600)
             .map_err(|e| err("open the .tree file", e))?;
+        let checkpoint = fsutil::open_rw_create(&sidecar(path, "checkpoint"), 0o644)
+            .map_err(|e| err("open the .checkpoint file", e))?;
         let files = Some((
             idx.try_clone().map_err(|e| err("open", e))?,
             tree.try_clone().map_err(|e| err("open", e))?,
@@ -179,6 +200,7 @@ impl FileStore {
         Ok(FileStore {
             path: path.to_path_buf(),
             log,
+            checkpoint: Some(checkpoint),
             index: Index::Files { idx, tree },
             files,
             writable: true,
@@ -204,9 +226,15 @@ impl FileStore {
             )),
             _ => None,
         };
+        let checkpoint = match fsutil::open_read(&sidecar(path, "checkpoint")) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(path, "open the .checkpoint file", e)),
+        };
         let mut s = FileStore {
             path: path.to_path_buf(),
             log,
+            checkpoint,
             index: Index::Memory {
                 ends: Vec::new(),
                 tree: MemTree::new(),
@@ -384,7 +412,14 @@ impl FileStore {
             offset += start as u64;
             have -= start;
             if have == buf.len() {
-                // A "line" longer than the buffer: grow it (a damaged log may lack newlines).
+                // A "line" longer than the buffer: grow it, up to a bound no entry comes
+                // near (strings in entries are capped at 64 KiB).
+                if buf.len() >= MAX_LINE {
+                    return Err(self.tampered(
+                        Some(position),
+                        format!("entry {position} (byte offset {offset}) is damaged: a line longer than {} MiB", MAX_LINE >> 20),
+                    ));
+                }
                 buf.resize(buf.len() * 2, 0);
             }
         }
@@ -404,10 +439,7 @@ impl FileStore {
     fn reconcile(&mut self) -> Result<(u64, u64), StoreError> {
         let mut log_len = len(&self.log).map_err(|e| self.io("read", e))?;
         let (idx, tree) = self.files();
-        let mut k = len(idx).map_err(|e| self.io("read the index", e))? / 8;
-        while k > 0 && read_u64(idx, k - 1).map_err(|e| self.io("read the index", e))? == 0 {
-            k -= 1;
-        }
+        let k = without_zero_tail(idx, 8).map_err(|e| self.io("read the index", e))?;
         // The index is written only after the entries are durable: it never legitimately
         // points past the end of the log.
         if k > 0 {
@@ -608,6 +640,31 @@ impl FileStore {
         first: Option<&[u8]>,
     ) -> Result<(Frontier, Option<usize>), StoreError> {
         let slots = self.checkpoint_slots()?;
+        if k > 0 && first.and_then(entry::origin).is_none() {
+            return Err(self.tampered(
+                Some(0),
+                format!(
+                    "entry 0 is not a {TYPE_LOG_INIT} entry naming the log: nothing can be signed"
+                ),
+            ));
+        }
+        if k == 0 {
+            // An empty log next to a checkpoint signed by this key: the log was emptied
+            // (or moved aside without its checkpoint file). Not a fresh start.
+            if let Some(m) = slots
+                .iter()
+                .flatten()
+                .filter_map(|(_, n)| app.signed_size(n))
+                .max()
+            {
+                if m > 0 {
+                    return Err(self.tampered(
+                        Some(0),
+                        format!("the log is empty, but its checkpoint file holds a checkpoint of {m} entries signed by this key: the log was emptied (to start a new log, move the .checkpoint file aside too)"),
+                    ));
+                }
+            }
+        }
         let mut best: Option<(usize, u64, Hash)> = None;
         let mut any = false;
         for (i, slot) in slots.iter().enumerate() {
@@ -653,6 +710,30 @@ impl FileStore {
                 ),
             ));
         }
+        // The last signed entry itself, re-read from the log, must be in the signed tree
+        // (the stored nodes above it only prove the root, not the leaf they came from).
+        if m > 0 {
+            let mut line = Vec::new();
+            self.entries_upto(m - 1, m, k, &mut |_, b| {
+                line = b.to_vec();
+                Ok(())
+            })?;
+            let leaf = merkle::leaf_hash(&line);
+            let proof = merkle::inclusion_proof(&FileNodes(tree), m - 1, m)
+                .map_err(|e| self.io("read the index", e))?;
+            if merkle::verify_inclusion(m - 1, m, &leaf, &proof, &root).is_err()
+                || read_hash(tree, node_pos(0, m - 1)).map_err(|e| self.io("read the index", e))?
+                    != leaf
+            {
+                return Err(self.tampered(
+                    Some(m - 1),
+                    format!(
+                        "entry {} is not the entry the last signed checkpoint covers",
+                        m - 1
+                    ),
+                ));
+            }
+        }
         if m < k {
             self.adopt(m, k, &mut f)?;
             self.repairs.push(format!(
@@ -665,11 +746,21 @@ impl FileStore {
 
     /// The two checkpoint slots: (tree size, note) for each that holds a well-formed one.
     fn checkpoint_slots(&self) -> Result<[Option<(u64, String)>; 2], StoreError> {
-        let data = match fsutil::read_nofollow(&sidecar(&self.path, "checkpoint")) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok([None, None]),
-            Err(e) => return Err(self.io("read the checkpoint file", e)),
+        let Some(f) = &self.checkpoint else {
+            return Ok([None, None]);
         };
+        // Only the two slots are read, however large someone made the file.
+        let mut data = vec![0u8; 2 * CHECKPOINT_SLOT];
+        let mut got = 0;
+        while got < data.len() {
+            match f.read_at(&mut data[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io("read the checkpoint file", e)),
+            }
+        }
+        data.truncate(got);
         let slot = |i: usize| -> Option<(u64, String)> {
             let start = i * CHECKPOINT_SLOT;
             let raw = data.get(start..data.len().min(start + CHECKPOINT_SLOT))?;
@@ -693,17 +784,21 @@ impl FileStore {
         if note.len() >= CHECKPOINT_SLOT {
             return Err(io::Error::other("checkpoint larger than its 4 KiB slot"));
         }
-        let f = fsutil::open_rw_create(&sidecar(&self.path, "checkpoint"), 0o644)?;
-        let target = match keep {
-            Some(i) => 1 - i,
-            None => {
-                f.write_all_at(&[0u8; CHECKPOINT_SLOT], CHECKPOINT_SLOT as u64)?;
-                0
-            }
-        };
+        let f = self
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no checkpoint file"))?;
+        let target = keep.map(|i| 1 - i).unwrap_or(0);
         let mut buf = note.as_bytes().to_vec();
         buf.resize(CHECKPOINT_SLOT, 0);
-        f.write_all_at(&buf, (target * CHECKPOINT_SLOT) as u64)
+        f.write_all_at(&buf, (target * CHECKPOINT_SLOT) as u64)?;
+        // Then clear the other slot: an older signed checkpoint left lying there would
+        // hand anyone who can write the log a point to roll it back to.
+        f.write_all_at(
+            &[0u8; CHECKPOINT_SLOT],
+            ((1 - target) * CHECKPOINT_SLOT) as u64,
+        )?;
+        f.set_len(2 * CHECKPOINT_SLOT as u64)
     }
 
     /// Keeps disk space reserved past `end`, so the next appends cannot fail for lack of

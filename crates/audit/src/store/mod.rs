@@ -81,6 +81,9 @@ pub trait Appender {
     /// `Some((size, root))` when `note` is a checkpoint of this log (whose entry 0 is
     /// `first`) signed by the appender's key.
     fn trusted(&mut self, note: &str, first: Option<&[u8]>) -> Option<(u64, Hash)>;
+    /// The tree size of `note` if its signature is the appender's key's, whatever log it
+    /// names.
+    fn signed_size(&self, note: &str) -> Option<u64>;
     /// Builds the entries that follow `head`.
     fn entries(&mut self, head: &Head) -> Result<Batch, StoreError>;
     /// After the entries are durable: the signed checkpoint of the new tree.
