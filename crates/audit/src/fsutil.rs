@@ -59,6 +59,19 @@ pub fn open_rw_create(path: &Path, mode: u32) -> io::Result<File> {
     check_regular(f, path)
 }
 
+/// Reads a file a user named (a saved checkpoint, a bundle): symlinks are followed, but
+/// only a regular file is read (a FIFO in its place must not hang us).
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut f = check_regular(f, path)?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 pub fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     open_read(path)?.read_to_end(&mut buf)?;

@@ -63,6 +63,7 @@ struct EventAppender<'a> {
     first_seq: u64,
     sealed: Option<String>,
     repairs: Vec<String>,
+    adopt: bool,
 }
 
 fn push_entry(bytes: Vec<u8>, batch: &mut Batch, prev: &mut Hash, seq: &mut u64) {
@@ -87,6 +88,10 @@ impl Appender for EventAppender<'_> {
         }
         let cp = Checkpoint::open(note, &key.verifier()).ok()?;
         (Some(&cp.origin) == self.origin.as_ref()).then_some((cp.size, cp.root))
+    }
+
+    fn adopts(&self) -> bool {
+        self.adopt
     }
 
     fn signed_size(&self, note: &str) -> Option<u64> {
@@ -199,6 +204,10 @@ impl AuditLog {
     /// stores a signed checkpoint of the new tree. One call is one batch: one write, one
     /// fsync, one signature, however many events.
     pub fn append(&mut self, events: &[Event]) -> Result<Appended, LogError> {
+        self.append_inner(events, false)
+    }
+
+    fn append_inner(&mut self, events: &[Event], adopt: bool) -> Result<Appended, LogError> {
         let mut app = EventAppender {
             events,
             signer: self.signer.as_ref(),
@@ -206,6 +215,7 @@ impl AuditLog {
             first_seq: 0,
             sealed: None,
             repairs: Vec::new(),
+            adopt,
         };
         let done = self.store.append(&mut app)?;
         Ok(Appended {
@@ -286,13 +296,24 @@ impl AuditLog {
     /// Signs a checkpoint of the log as it is now (an append of nothing: the same checks
     /// that the log still extends its last signed checkpoint) and stores it.
     pub fn checkpoint_now(&mut self) -> Result<Appended, LogError> {
+        self.checkpoint_inner(false)
+    }
+
+    /// Like `checkpoint_now`, but also signs a log that has entries and no checkpoint of
+    /// this key (the checkpoint file was removed, or the key changed), recording that in
+    /// the log: an operator's decision, after checking the log some other way.
+    pub fn checkpoint_adopting(&mut self) -> Result<Appended, LogError> {
+        self.checkpoint_inner(true)
+    }
+
+    fn checkpoint_inner(&mut self, adopt: bool) -> Result<Appended, LogError> {
         if self.signer.is_none() {
             return Err(self.invalid("no signing key".into()));
         }
         if self.size()? == 0 {
             return Err(self.invalid("the log is empty: nothing to sign yet".into()));
         }
-        let a = self.append(&[])?;
+        let a = self.append_inner(&[], adopt)?;
         if a.checkpoint.is_none() {
             return Err(self.invalid(format!(
                 "entry 0 does not name the log (no {TYPE_LOG_INIT} entry): cannot sign"

@@ -86,6 +86,33 @@ const KEY_PREFIXES: &[(&str, usize)] = &[
     ("dop_v1_", 20),
 ];
 
+/// Programs that run another command given as their arguments.
+const WRAPPERS: &[&str] = &[
+    "sudo", "doas", "env", "nice", "nohup", "timeout", "time", "exec", "command", "xargs",
+    "stdbuf", "ionice", "chrt", "setsid",
+];
+
+/// Shells whose `-c SCRIPT` is a command line.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+
+/// Prefixes distinctive enough to find inside a longer word (`xsk-ant-...`).
+const DISTINCTIVE: &[&str] = &[
+    "sk-ant-",
+    "sk-proj-",
+    "sk_live_",
+    "rk_live_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "ghu_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "AKIA",
+    "AIza",
+];
+
 /// Programs whose `-pSECRET` / `-p SECRET` is a password (elsewhere `-p` is a port, a
 /// path...).
 const DASH_P_PASSWORD: &[&str] = &["mysql", "mysqldump", "mariadb", "mysqladmin", "sshpass"];
@@ -128,6 +155,13 @@ pub fn scrub(s: &str, counts: &mut Counts) -> String {
     assignments(s, &mut spans);
     words(s, &mut spans);
     digits(s, &mut spans);
+    // What is already redacted (a command line scrubbed argument by argument, then again
+    // as entry text) stays as it is: a marker is never redacted again.
+    let markers: Vec<(usize, usize)> = s
+        .match_indices("[REDACTED:")
+        .filter_map(|(i, _)| s[i..].find(']').map(|j| (i, i + j + 1)))
+        .collect();
+    spans.retain(|&(a, b, _)| !markers.iter().any(|&(m0, m1)| a < m1 && m0 < b));
     if spans.is_empty() {
         return s.to_string();
     }
@@ -153,12 +187,34 @@ pub fn scrub(s: &str, counts: &mut Counts) -> String {
 /// name says secret (`--db-password X`) whole; `-u user:PASS`; and `-pPASS` for the
 /// programs that take a password that way.
 pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
-    let program = argv
-        .first()
-        .and_then(|a| a.rsplit('/').next())
-        .unwrap_or("");
-    let dash_p = DASH_P_PASSWORD.contains(&program)
-        || (program == "docker" && argv.get(1).is_some_and(|a| a == "login"));
+    // The program that reads the arguments: past wrappers (`sudo`, `env A=1`, `timeout
+    // 5`...), whose own arguments are scrubbed as words.
+    let base = |a: &String| a.rsplit('/').next().unwrap_or("").to_string();
+    let mut p = 0;
+    while p < argv.len() {
+        let b = base(&argv[p]);
+        if WRAPPERS.contains(&b.as_str()) {
+            p += 1;
+            // The wrapper's options and (for env) assignments.
+            while p < argv.len()
+                && (argv[p].starts_with('-')
+                    || argv[p].contains('=')
+                    || argv[p].parse::<f64>().is_ok())
+            {
+                p += 1;
+            }
+        } else {
+            break;
+        }
+    }
+    let program = argv.get(p).map(base).unwrap_or_default();
+    let sub = argv.get(p + 1).map(String::as_str);
+    let dash_p = DASH_P_PASSWORD.contains(&program.as_str())
+        || (matches!(
+            program.as_str(),
+            "docker" | "podman" | "nerdctl" | "buildah" | "skopeo"
+        ) && sub == Some("login"));
+    let shell = SHELLS.contains(&program.as_str());
     let mut out = Vec::with_capacity(argv.len());
     let mut next: Option<&'static str> = None;
     let secret = |counts: &mut Counts, kind: &'static str| {
@@ -179,6 +235,12 @@ pub fn scrub_argv(argv: &[String], counts: &mut Counts) -> Vec<String> {
                 continue;
             }
             None => {}
+        }
+        // `sh -c "mysql -pPASS ..."`: the script's words, as a command line of their own.
+        if shell && i > p + 1 && argv[i - 1] == "-c" {
+            let words: Vec<String> = arg.split_whitespace().map(str::to_string).collect();
+            out.push(scrub_argv(&words, counts).join(" "));
+            continue;
         }
         // `--user=name:PASS`, `-uname:PASS`.
         if i > 0 {
@@ -422,7 +484,18 @@ fn words(s: &str, spans: &mut Spans) {
         // Credentials glued to something (`--key=sk-...`, `/v1/sk-...`): each piece.
         let mut piece_start = start;
         for piece in word.split(['=', '/', ':', ',']) {
-            let token = piece.trim_end_matches(['.', '=']);
+            let mut token = piece.trim_end_matches(['.', '=']);
+            let mut token_start = piece_start;
+            // A credential glued to other letters: start at its distinctive prefix.
+            if let Some(at) = DISTINCTIVE
+                .iter()
+                .filter_map(|p| token.find(p))
+                .filter(|&at| at > 0)
+                .min()
+            {
+                token_start += at;
+                token = &token[at..];
+            }
             if KEY_PREFIXES.iter().any(|(p, min)| {
                 token.starts_with(p)
                     && token.len() >= p.len() + min
@@ -430,12 +503,12 @@ fn words(s: &str, spans: &mut Spans) {
                         .bytes()
                         .all(|c| c.is_ascii_alphanumeric() || b"_-.".contains(&c))
             }) {
-                spans.push((piece_start, piece_start + token.len(), "api_key"));
+                spans.push((token_start, token_start + token.len(), "api_key"));
             } else if token.starts_with("eyJ")
                 && token.matches('.').count() == 2
                 && token.len() >= 30
             {
-                spans.push((piece_start, piece_start + token.len(), "jwt"));
+                spans.push((token_start, token_start + token.len(), "jwt"));
             }
             piece_start += piece.len() + 1;
         }
@@ -613,6 +686,29 @@ mod tests {
                 "DockerPw1",
             ),
             (&["tool", "--dbPassword", "CamelFlagPw1"], "CamelFlagPw1"),
+            (
+                &["sudo", "docker", "login", "-p", "SudoDockerPw1"],
+                "SudoDockerPw1",
+            ),
+            (&["env", "FOO=1", "mysql", "-pEnvMysqlPw1"], "EnvMysqlPw1"),
+            (
+                &[
+                    "sh",
+                    "-c",
+                    "docker login -p ShDockerPw1 reg && mysql -pShMysqlPw1",
+                ],
+                "ShDockerPw1",
+            ),
+            (&["bash", "-c", "mysql -pShMysqlPw2"], "ShMysqlPw2"),
+            (
+                &["sh", "-c", "curl -u admin:ShCurlPw1 https://x"],
+                "ShCurlPw1",
+            ),
+            (&["podman", "login", "-p", "PodmanPw1"], "PodmanPw1"),
+            (
+                &["tool", "xsk-ant-api03-gluedgluedglued1"],
+                "gluedgluedglued1",
+            ),
         ] {
             let out = argv(cmd);
             assert!(
@@ -639,6 +735,26 @@ mod tests {
                 "x"
             ]
         );
+    }
+
+    /// A command line is scrubbed per argument, then again as entry text: markers stay whole
+    /// and are counted once.
+    #[test]
+    fn scrubbing_twice_changes_nothing() {
+        for argv in [
+            vec!["/bin/echo", "password=foo"],
+            vec!["tool", "API_KEY=sk-abcdefghijklmnopqrstu"],
+            vec!["tool", "--token", "x"],
+        ] {
+            let argv: Vec<String> = argv.into_iter().map(str::to_string).collect();
+            let mut once = Counts::new();
+            let first = scrub_argv(&argv, &mut once);
+            let mut again = Counts::new();
+            let second: Vec<String> = first.iter().map(|a| scrub(a, &mut again)).collect();
+            assert_eq!(first, second, "{argv:?}");
+            assert!(again.is_empty(), "{argv:?}: {again:?}");
+            assert!(!first.iter().any(|a| a.contains("]]")), "{first:?}");
+        }
     }
 
     /// The sandbox chooses what goes into some entries (paths it tried to write): no input

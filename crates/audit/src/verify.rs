@@ -484,6 +484,12 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
     let root = st.frontier.root();
     let mut covered = 0;
     for (label, cp) in &cps {
+        if cp.size > size && size == 0 {
+            return Err(tampered(
+                Some(0),
+                format!("the log is empty, but checkpoint {label} covers {} entries: they were all removed", cp.size),
+            ));
+        }
         if st.origin.as_deref() != Some(cp.origin.as_str()) {
             return Err(tampered(
                 None,
@@ -555,6 +561,16 @@ pub fn verify(store: &dyn Store, opts: &Options<'_>) -> Result<Verified, VerifyE
             )
         };
         return Err(tampered((level == 0).then_some(index), what));
+    }
+    // Index records past the end of the log (other than the zeros a power failure can
+    // leave): the index describes entries that are not there.
+    if st.locator_mismatch.is_none()
+        && store
+            .stored_locators(size, 1)?
+            .first()
+            .is_some_and(|&end| end != 0)
+    {
+        st.locator_mismatch = Some(size);
     }
     if let Some(p) = st.locator_mismatch {
         return Err(tampered(

@@ -798,3 +798,79 @@ fn an_entry_0_without_a_name_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_renamed_log_is_refused() {
+    // Rewrite history, give entry 0 another name so no checkpoint "is for this log",
+    // rebuild the index: the checkpoint this key signed for the old name still stops it.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    rewrite(&path, |seq, v| {
+        if seq == 0 {
+            v["fields"]["origin"] = "elsewhere/ironcage-audit/000000000000".into();
+        }
+        seq != 3
+    });
+    remove_index(&path);
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("signed by this key for another log"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_log_without_its_checkpoint_is_signed_only_by_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let cp = format!("{}.checkpoint", path.display());
+    std::fs::remove_file(&cp).unwrap();
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(
+        err.to_string().contains("audit checkpoint --adopt"),
+        "{err}"
+    );
+    let mut log = AuditLog::open_file(&path, Some(key.clone())).unwrap();
+    assert!(log.checkpoint_now().is_err());
+    let a = log.checkpoint_adopting().unwrap();
+    assert!(
+        a.repairs
+            .iter()
+            .any(|r| r.contains("an operator chose to sign")),
+        "{:?}",
+        a.repairs
+    );
+    next_append(&path, &key).unwrap();
+    let v = verify_file(&path, &key).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("an operator chose to sign")),
+        "{:?}",
+        v.warnings
+    );
+}
+
+#[test]
+fn a_sparse_giant_index_is_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = sample(dir.path());
+    let idx = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("{}.idx", path.display()))
+        .unwrap();
+    idx.set_len(1 << 40).unwrap(); // 1 TiB of holes
+    let started = std::time::Instant::now();
+    let err = next_append(&path, &key).unwrap_err();
+    assert!(err.to_string().contains("larger than a log"), "{err}");
+    // Readers fall back to an index built from the log.
+    let log = AuditLog::open_file_read(&path).unwrap();
+    assert_eq!(log.size().unwrap(), 9);
+    verify_file(&path, &key).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -38,7 +38,7 @@ pub fn run(args: AuditArgs) -> Result<i32> {
             key,
             json,
         } => verify_cmd(&log_path, &checkpoint, &key, json),
-        AuditCmd::Checkpoint { key, out } => checkpoint(&log_path, key, out),
+        AuditCmd::Checkpoint { key, out, adopt } => checkpoint(&log_path, key, out, adopt),
         AuditCmd::Prove {
             seq,
             checkpoint,
@@ -137,7 +137,9 @@ fn verifier(spec: Option<&str>) -> Result<VerifierKey> {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))
+    let bytes = ironcage_audit::fsutil::read_regular(path)
+        .map_err(|e| fail(USAGE, format!("{}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| fail(USAGE, format!("{}: not UTF-8 text", path.display())))
 }
 
 /// Opens a checkpoint note with `key`; the log's origin must match when given.
@@ -284,7 +286,9 @@ fn summary(e: &Value) -> String {
 fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        // Controls, and the invisible format characters that reorder or hide text.
+        let invisible = matches!(c as u32, 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB);
+        if c.is_control() || invisible {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -371,7 +375,11 @@ fn show(path: &Path, seq: u64, json: bool) -> Result<i32> {
             )?
         );
     } else {
-        out!("{}", serde_json::to_string_pretty(&value)?);
+        let pretty = serde_json::to_string_pretty(&value)?;
+        out!(
+            "{}",
+            pretty.lines().map(printable).collect::<Vec<_>>().join("\n")
+        );
         out!("leaf hash: {}", hex(&leaf));
         out!(
             "(SHA-256 of 0x00 followed by the entry's {} bytes as stored)",
@@ -401,8 +409,7 @@ fn verify_cmd(path: &Path, checkpoints: &[PathBuf], keys: &[String], json: bool)
         });
     }
     for c in checkpoints {
-        let note = std::fs::read_to_string(c)
-            .map_err(|e| report_err(USAGE, format!("{}: {e}", c.display())))?;
+        let note = read_text(c).map_err(|e| report_err(USAGE, format!("{e:#}")))?;
         inputs.push(CheckpointInput {
             label: c.display().to_string(),
             note,
@@ -472,12 +479,22 @@ fn print_repairs(path: &Path, a: &ironcage_audit::log::Appended) {
     }
 }
 
-fn checkpoint(path: &Path, key: Option<PathBuf>, out_file: Option<PathBuf>) -> Result<i32> {
+fn checkpoint(
+    path: &Path,
+    key: Option<PathBuf>,
+    out_file: Option<PathBuf>,
+    adopt: bool,
+) -> Result<i32> {
     let explicit = key.is_some();
     let note_text = match signing_key(key, true) {
         Ok(key) => {
             let mut log = AuditLog::open_file_existing(path, Some(key)).map_err(log_fail)?;
-            let a = log.checkpoint_now().map_err(log_fail)?;
+            let a = if adopt {
+                log.checkpoint_adopting()
+            } else {
+                log.checkpoint_now()
+            }
+            .map_err(log_fail)?;
             print_repairs(path, &a);
             a.checkpoint.unwrap_or_default()
         }

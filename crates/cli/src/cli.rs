@@ -88,6 +88,11 @@ pub enum AuditCmd {
         /// Also write it to this file.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Sign a log that has entries but no checkpoint of this key (its checkpoint file
+        /// was removed, or the key changed) as it is now; recorded in the log. Check the
+        /// log first (`verify --key OLD.pub`, or against a saved checkpoint).
+        #[arg(long)]
+        adopt: bool,
     },
     /// Print an inclusion proof for entry SEQ (verified before it is printed).
     Prove {

@@ -90,16 +90,19 @@ impl Nodes for FileNodes<'_> {
 
 /// How far index files can be trusted: records present in both, without a partial or
 /// all-zero tail (pages a power failure left unwritten), as (entries, tree nodes).
-fn usable_records(idx: &File, tree: &File) -> io::Result<u64> {
-    let k = without_zero_tail(idx, 8)?;
-    let t = without_zero_tail(tree, 32)?;
+fn usable_records(idx: &File, tree: &File, log_len: u64) -> io::Result<u64> {
+    // Every entry takes at least two bytes of the log, so no index of a log this long
+    // has more records than this, however large someone made the files.
+    let most = log_len / 2;
+    let k = without_zero_tail(idx, 8, most)?;
+    let t = without_zero_tail(tree, 32, node_count(most))?;
     Ok(k.min(leaves_for_nodes(t)))
 }
 
 /// Records of `size` bytes in `f`, not counting a tail of all-zero records (read backwards
 /// in large chunks: someone may have made the file huge and sparse).
-fn without_zero_tail(f: &File, size: u64) -> io::Result<u64> {
-    let mut n = len(f)? / size;
+fn without_zero_tail(f: &File, size: u64, most: u64) -> io::Result<u64> {
+    let mut n = (len(f)? / size).min(most);
     // The usual case, without a buffer: the last record is not zero.
     let mut last = [0u8; 32];
     if n > 0 {
@@ -265,7 +268,8 @@ impl FileStore {
         let complete = s.last_newline_end(log_len).map_err(|e| s.io("read", e))?;
         let from_files = match (idx, tree) {
             (Some(idx), Some(tree)) => {
-                let k = usable_records(&idx, &tree).map_err(|e| s.io("read the index", e))?;
+                let k =
+                    usable_records(&idx, &tree, log_len).map_err(|e| s.io("read the index", e))?;
                 let end = if k == 0 {
                     0
                 } else {
@@ -326,7 +330,8 @@ impl FileStore {
             Index::Memory { ends, .. } => Ok(ends.len() as u64),
             Index::Files { idx, tree } => {
                 let log_len = len(&self.log).map_err(|e| self.io("read", e))?;
-                let mut k = usable_records(idx, tree).map_err(|e| self.io("read the index", e))?;
+                let mut k =
+                    usable_records(idx, tree, log_len).map_err(|e| self.io("read the index", e))?;
                 // A reader never repairs: it just does not look past what the log backs.
                 while k > 0
                     && read_u64(idx, k - 1).map_err(|e| self.io("read the index", e))? > log_len
@@ -447,7 +452,13 @@ impl FileStore {
     fn reconcile(&mut self) -> Result<(u64, u64), StoreError> {
         let mut log_len = len(&self.log).map_err(|e| self.io("read", e))?;
         let (idx, tree) = self.files();
-        let k = without_zero_tail(idx, 8).map_err(|e| self.io("read the index", e))?;
+        if len(idx).map_err(|e| self.io("read the index", e))? / 8 > log_len / 2 + 1 {
+            return Err(self.tampered(
+                None,
+                format!("the index ({}.idx) is larger than a log of {log_len} bytes could ever need (if the log itself verifies, remove the .idx and .tree files: the next append rebuilds them)", self.path.display()),
+            ));
+        }
+        let k = without_zero_tail(idx, 8, log_len / 2).map_err(|e| self.io("read the index", e))?;
         // The index is written only after the entries are durable: it never legitimately
         // points past the end of the log.
         if k > 0 {
@@ -470,7 +481,8 @@ impl FileStore {
                 ));
             }
         }
-        let k = k.min(usable_records(idx, tree).map_err(|e| self.io("read the index", e))?);
+        let k =
+            k.min(usable_records(idx, tree, log_len).map_err(|e| self.io("read the index", e))?);
         // The last indexed entry must still be the one that was indexed.
         if k > 0 {
             let (s, e) = (self.start_of(k - 1)?, self.start_of(k)?);
@@ -688,11 +700,40 @@ impl FileStore {
         let Some((slot, m, root)) = best else {
             let mut f = Frontier::new();
             if k > 0 {
+                // A checkpoint this key signed, for another log: entry 0 was changed (or
+                // the log swapped). Never a reason to sign what is here now.
+                let foreign = slots
+                    .iter()
+                    .flatten()
+                    .filter_map(|(_, n)| app.signed_size(n))
+                    .max();
+                if let Some(m) = foreign {
+                    return Err(self.tampered(
+                        Some(0),
+                        format!("the checkpoint file holds a checkpoint of {m} entries signed by this key for another log: entry 0 was changed or the log replaced"),
+                    ));
+                }
+                // Entries but no checkpoint of ours: the checkpoint file was removed, or
+                // the key changed. Signing all of it takes a person's decision.
+                if !app.adopts() {
+                    return Err(self.tampered(
+                        None,
+                        format!(
+                            "{} for its {k} entries (the .checkpoint file was removed, or the signing key changed). Check it (`ironcage audit verify --log {} --key <the old key's .pub>`, or against a checkpoint saved elsewhere); if it is what you expect, sign it as it is with `ironcage audit checkpoint --adopt` (recorded in the log)",
+                            if any {
+                                "no checkpoint here is signed by this key for this log"
+                            } else {
+                                "there is no signed checkpoint"
+                            },
+                            self.path.display()
+                        ),
+                    ));
+                }
                 self.adopt(0, k, &mut f)?;
                 self.repairs.push(format!(
-                    "{}; signing the log's {k} entries as they are now (compare with a checkpoint saved elsewhere)",
+                    "{}; an operator chose to sign the log's {k} entries as they are now (`audit checkpoint --adopt`)",
                     if any {
-                        "no checkpoint here is signed by this key for this log"
+                        "no checkpoint here was signed by this key for this log"
                     } else {
                         "no signed checkpoint was found"
                     }

@@ -84,6 +84,11 @@ pub trait Appender {
     /// The tree size of `note` if its signature is the appender's key's, whatever log it
     /// names.
     fn signed_size(&self, note: &str) -> Option<u64>;
+    /// Whether to sign a log that has entries but no checkpoint of this key (an
+    /// operator's explicit decision: `audit checkpoint --adopt`).
+    fn adopts(&self) -> bool {
+        false
+    }
     /// Builds the entries that follow `head`.
     fn entries(&mut self, head: &Head) -> Result<Batch, StoreError>;
     /// After the entries are durable: the signed checkpoint of the new tree.
