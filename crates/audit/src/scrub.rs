@@ -487,12 +487,17 @@ fn words(s: &str, spans: &mut Spans) {
             let mut token = piece.trim_end_matches(['.', '=']);
             let mut token_start = piece_start;
             // A credential glued to other letters: start at its distinctive prefix.
-            if let Some(at) = DISTINCTIVE
-                .iter()
-                .filter_map(|p| token.find(p))
-                .filter(|&at| at > 0)
-                .min()
-            {
+            // (Only long words can hold one: every such credential is 20+ characters.)
+            let glued = if token.len() >= 20 {
+                DISTINCTIVE
+                    .iter()
+                    .filter_map(|p| token.find(p))
+                    .filter(|&at| at > 0)
+                    .min()
+            } else {
+                None
+            };
+            if let Some(at) = glued {
                 token_start += at;
                 token = &token[at..];
             }
