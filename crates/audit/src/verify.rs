@@ -336,15 +336,10 @@ fn process_parallel(block: &Block, threads: usize) -> Vec<Item> {
 
 /// Opens a checkpoint with whichever of `keys` signed it.
 fn open_checkpoint(c: &CheckpointInput, keys: &[VerifierKey]) -> Result<Checkpoint, VerifyError> {
-    let body = c.note.split("\n\n").next().unwrap_or("");
-    if !c.note.contains("\n\n") || Checkpoint::parse_body(body).is_err() {
-        let reason = match Checkpoint::parse_body(body) {
-            Err(e) => e.to_string(),
-            Ok(_) => "no signature lines".into(),
-        };
+    if let Err(e) = Checkpoint::parse_unverified(&c.note) {
         return Err(VerifyError::BadInput {
             label: c.label.clone(),
-            reason: format!("not a signed checkpoint: {reason}"),
+            reason: format!("not a signed checkpoint: {e}"),
         });
     }
     let mut last = None;

@@ -149,9 +149,7 @@ fn open_checkpoint(
     key: &VerifierKey,
     origin: Option<&str>,
 ) -> Result<Checkpoint> {
-    if !text.contains("\n\n")
-        || Checkpoint::parse_body(text.split("\n\n").next().unwrap_or("")).is_err()
-    {
+    if Checkpoint::parse_unverified(text).is_err() {
         return Err(fail(USAGE, format!("{label} is not a signed checkpoint")));
     }
     let cp = Checkpoint::open(text, key).map_err(|e| {
@@ -467,7 +465,9 @@ fn verify_cmd(path: &Path, checkpoints: &[PathBuf], keys: &[String], json: bool)
     }
 }
 
-fn print_repairs(path: &Path, a: &ironcage_audit::log::Appended) {
+/// Tells the user about an append's repairs (recorded in the log) and about anything that
+/// went wrong after its entries were durable.
+pub fn print_repairs(path: &Path, a: &ironcage_audit::log::Appended) {
     for r in &a.repairs {
         say!(
             "ironcage: audit log {}: repaired (recorded in the log): {r}",
@@ -725,8 +725,7 @@ fn export(
             (log, n)
         }
     };
-    let body = note_text.split("\n\n").next().unwrap_or("");
-    let cp = Checkpoint::parse_body(body).map_err(|e| fail(FAILED, e))?;
+    let cp = Checkpoint::parse_unverified(&note_text).map_err(|e| fail(FAILED, e))?;
     let b = bundle::export(&log, &note_text, &cp, signer.as_ref(), select).map_err(log_fail)?;
     if b.entries.is_empty() {
         return Err(fail(USAGE, "no entries match: nothing to export"));

@@ -413,23 +413,14 @@ fn open_audit_log(path: &std::path::Path, is_root: bool) -> Result<ironcage_audi
     ironcage_audit::AuditLog::open_file(path, Some(key)).map_err(|e| anyhow!("{e}"))
 }
 
-/// Appends events and tells the user about repairs (recorded in the log) and about
-/// anything that went wrong after the entries were durable.
+/// Appends events and tells the user about repairs and late warnings.
 fn append_audit(
     log: &mut ironcage_audit::AuditLog,
     path: &std::path::Path,
     events: &[ironcage_audit::Event],
 ) -> Result<()> {
     let a = log.append(events).map_err(|e| anyhow!("{e}"))?;
-    for r in &a.repairs {
-        say!(
-            "ironcage: audit log {}: repaired (recorded in the log): {r}",
-            path.display()
-        );
-    }
-    for w in &a.warnings {
-        say!("ironcage: audit log {}: warning: {w}", path.display());
-    }
+    crate::audit_cmd::print_repairs(path, &a);
     Ok(())
 }
 
