@@ -28,6 +28,9 @@ pub enum Command {
     Cgroup(CgroupCmd),
     /// Read, verify, prove and export the tamper-evident audit log.
     Audit(AuditArgs),
+    /// Internal: one pooled sandbox of `ironcage serve` (talks on stdin, a socket).
+    #[command(hide = true, name = "sandbox-host")]
+    SandboxHost { spec: String },
 }
 
 #[derive(Args, Debug)]

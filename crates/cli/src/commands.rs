@@ -56,6 +56,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(p) => profile(p),
         Command::Cgroup(CgroupCmd::Delegate { user }) => delegate(&user),
         Command::Audit(args) => crate::audit_cmd::run(args),
+        Command::SandboxHost { spec } => Ok(ironcage_server::host::main(&spec)),
     }
 }
 
@@ -235,6 +236,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         is_root: facts.is_root,
         // A pty of its own when we are the foreground job on a terminal (in the background,
         // taking the terminal over would stop us with SIGTTOU).
+        held: None,
         relay_tty: !args.no_tty
             && ironcage_sandbox::sys::isatty(0)
             && ironcage_sandbox::sys::isatty(1)

@@ -453,7 +453,22 @@ impl RunCgroup {
         self.dirs.iter().map(|(_, d)| d.as_path())
     }
 
-    fn apply(&self, block_devices: &[String]) -> Result<(), CgroupError> {
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Lowers the memory limit (a held sandbox's job asking for less than the plan).
+    /// Never raises it: a request above the plan's limit keeps the plan's.
+    pub fn lower_memory_limit(&mut self, bytes: u64) -> Result<(), CgroupError> {
+        match self.limits.memory_bytes {
+            Some(m) if bytes < m => {}
+            _ => return Ok(()),
+        }
+        self.limits.memory_bytes = Some(bytes);
+        self.apply_memory()
+    }
+
+    fn apply_memory(&self) -> Result<(), CgroupError> {
         let l = &self.limits;
         let v1 = self.version == 1;
         if let (Some(m), Some(d)) = (l.memory_bytes, self.dir(Controller::Memory)) {
@@ -472,6 +487,13 @@ impl RunCgroup {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn apply(&self, block_devices: &[String]) -> Result<(), CgroupError> {
+        self.apply_memory()?;
+        let l = &self.limits;
+        let v1 = self.version == 1;
         if let (Some(p), Some(d)) = (l.pids, self.dir(Controller::Pids)) {
             write(&d.join("pids.max"), &p.to_string())?;
         }

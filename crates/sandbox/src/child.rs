@@ -28,6 +28,7 @@
 //! 11. hand the seccomp listener to the supervisor through the one sendmsg the filter allows,
 //!     then execve. Both descriptors are close-on-exec.
 
+use crate::job::Job;
 use crate::landlock_apply;
 use crate::plan::{MountStep, Plan, Rlimit};
 use crate::sys;
@@ -177,6 +178,24 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
         Ok(1) if byte[0] == b'g' => {}
         _ => sys::exit_now(EXIT_SETUP_FAILED),
     }
+    // A held sandbox (warm pool) waits here, fully built, for its job: the command, its
+    // stdin and files. Everything the job sets is applied to init's own copy of the plan.
+    let job_plan;
+    let plan = if plan.held {
+        let job = match Job::read_from(|b| sys::read_exact(io.go.as_raw_fd(), b)) {
+            Ok(job) => job,
+            Err(e) => fail(status, "receive job", e),
+        };
+        match apply_job(plan, job) {
+            Ok(p) => {
+                job_plan = p;
+                &job_plan
+            }
+            Err((step, e)) => fail(status, &step, e),
+        }
+    } else {
+        plan
+    };
     drop(io.go);
     // Always a cgroup namespace: rooted at the run cgroup when there is one, otherwise at
     // wherever we are, so the host's cgroup paths never show in /proc/self/cgroup.
@@ -234,6 +253,69 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
             }
         }
     }
+}
+
+/// Makes the plan a held sandbox runs its job with, and puts the job's files and stdin in
+/// place. Runs in init, inside the finished root, as the sandbox's uid, before the
+/// workload exists: nothing in the working directory can have been planted yet.
+fn apply_job(plan: &Plan, job: Job) -> Result<Plan, StepError> {
+    let mut p = plan.clone();
+    p.argv = job.argv;
+    for (k, v) in job.env {
+        p.env.retain(|(name, _)| *name != k);
+        p.env.push((k, v));
+    }
+    if let Some(cpu) = job.cpu_seconds {
+        p.rlimits.retain(|(w, _)| *w != Rlimit::Cpu);
+        p.rlimits.push((Rlimit::Cpu, cpu.max(1)));
+    }
+    if let Some(fsize) = job.max_file_size {
+        for (w, v) in p.rlimits.iter_mut() {
+            if *w == Rlimit::FileSize {
+                *v = (*v).min(fsize);
+            }
+        }
+        if !p.rlimits.iter().any(|(w, _)| *w == Rlimit::FileSize) {
+            p.rlimits.push((Rlimit::FileSize, fsize));
+        }
+    }
+    for f in &job.files {
+        use std::io::Write as _;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let path = p.working_dir.join(&f.path);
+        let name = || format!("write file {}", f.path);
+        if let Some(parent) = path.parent() {
+            step(
+                name,
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent),
+            )?;
+        }
+        let mut out = step(
+            name,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(if f.executable { 0o755 } else { 0o644 })
+                .open(&path),
+        )?;
+        step(name, out.write_all(&f.content))?;
+    }
+    let stdin = if job.stdin.is_empty() {
+        step(
+            || "open /dev/null for stdin".into(),
+            std::fs::File::open("/dev/null").map(OwnedFd::from),
+        )?
+    } else {
+        step(|| "stdin".into(), sys::memfd_with(c"stdin", &job.stdin))?
+    };
+    // Our own stdin was the supervisor's control socket: the sandbox never sees it.
+    step(|| "stdin".into(), sys::dup2(stdin.as_raw_fd(), 0))?;
+    Ok(p)
 }
 
 fn stage(p: &Path) -> String {
@@ -607,6 +689,7 @@ fn workload_main(plan: &Plan, notify: RawFd, status_fd: RawFd, tty: Option<RawFd
     }
     for (which, value) in &plan.rlimits {
         let res = match which {
+            Rlimit::Cpu => libc::RLIMIT_CPU,
             Rlimit::FileSize => libc::RLIMIT_FSIZE,
             Rlimit::OpenFiles => libc::RLIMIT_NOFILE,
             Rlimit::Core => libc::RLIMIT_CORE,

@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod job;
 mod landlock_apply;
 pub mod plan;
 pub mod probe;

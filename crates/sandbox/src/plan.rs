@@ -43,7 +43,7 @@ pub struct HostFacts {
 }
 
 /// Something the policy asked for that this host cannot enforce.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unenforced {
     pub mechanism: String,
     pub reason: String,
@@ -94,6 +94,8 @@ pub struct LandlockPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rlimit {
+    /// Seconds of CPU time (set only by a held sandbox's job).
+    Cpu,
     FileSize,
     OpenFiles,
     Core,
@@ -128,6 +130,9 @@ pub struct Plan {
     pub audit_log: Option<PathBuf>,
     /// Descriptor number used to hand the seccomp listener out (see FilterSpec::handshake).
     pub handshake_fd: u32,
+    /// Built ahead of time: init waits for a `job::Job` (the command, its stdin and files)
+    /// before it starts the workload. Set by the caller (`ironcage serve`'s warm pool).
+    pub held: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -587,6 +592,7 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
             None
         },
         handshake_fd,
+        held: false,
     })
 }
 

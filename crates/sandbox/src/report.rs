@@ -3,7 +3,7 @@
 //! except the workload's exit status, which init relays.
 
 use crate::plan::Unenforced;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Documented exit codes of `ironcage run` (besides the command's own 0-255 and 128+N).
 pub mod exit_code {
@@ -26,7 +26,7 @@ pub mod exit_code {
 
 pub const REPORT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Exited,
@@ -37,13 +37,13 @@ pub enum Outcome {
     SetupFailed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LimitHit {
     pub limit: Option<u64>,
     pub hit: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Limits {
     pub memory: LimitHit,
     pub oom_kills: u64,
@@ -56,7 +56,7 @@ pub struct Limits {
     pub open_files: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Violation {
     /// A system call the policy denies; it failed with EPERM.
@@ -85,7 +85,7 @@ pub enum Violation {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     /// Bumped when a field changes meaning or disappears (adding fields does not bump it).
     pub report_version: u32,

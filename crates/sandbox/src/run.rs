@@ -44,6 +44,9 @@ pub struct Context<'a> {
     pub is_root: bool,
     /// Give the sandbox a pty of its own and relay it to our stdin/stdout (a terminal).
     pub relay_tty: bool,
+    /// A held sandbox (`plan.held`): the control socket on which we say `ready`, receive
+    /// the job, and learn of cancellation (the caller hanging up). Excludes `relay_tty`.
+    pub held: Option<std::os::fd::RawFd>,
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -52,10 +55,7 @@ static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32:
 /// sandbox exists; failures inside it are reported in the report.
 pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let started_at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let started_at = unix_ms();
 
     prepare_output_dirs(plan, ctx.is_root)?;
     let mut cg = None;
@@ -73,6 +73,33 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
         cgroup::sweep_stale(parent);
     }
     result
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// Tells a held sandbox's caller that the sandbox is ready (`ready` and a newline on the
+/// control socket), then waits for its job. `None`: the caller hung up or sent a bad frame,
+/// or the sandbox died while waiting.
+fn receive_job(ctl: std::os::fd::RawFd, pidfd: &OwnedFd) -> Option<crate::job::Job> {
+    sys::write_all(ctl, b"ready\n").ok()?;
+    loop {
+        match sys::poll(
+            &[(ctl, libc::POLLIN), (pidfd.as_raw_fd(), libc::POLLIN)],
+            -1,
+        ) {
+            Ok(rev) if rev[1] != 0 => return None,
+            Ok(rev) if rev[0] != 0 => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    crate::job::Job::read_from(|b| sys::read_exact(ctl, b)).ok()
 }
 
 fn create_cgroup(plan: &Plan, ctx: &Context<'_>) -> Result<Option<RunCgroup>, RunError> {
@@ -220,7 +247,6 @@ fn run_in(
         sys::write_all(go_w.as_raw_fd(), b"g").map_err(io("start sandbox"))?;
         Ok(())
     })();
-    let cg = cg_slot.as_ref();
     // go_w stays open until we return: init watches it to learn whether we are alive.
     if let Err(e) = setup {
         let _ = sys::kill(pid, libc::SIGKILL);
@@ -228,6 +254,41 @@ fn run_in(
         let _ = sys::set_sigmask(&old_mask);
         return Err(e);
     }
+    let pidfd = sys::pidfd_open(pid).map_err(io("pidfd_open"))?;
+
+    // A held sandbox is built: say so, wait for the job, and time the run from the job.
+    let (mut started, mut started_at, mut timeout) = (started, started_at, plan.timeout);
+    let mut cancelled = false;
+    let (mut command, mut file_size) = (plan.argv.clone(), None);
+    if let Some(ctl) = ctx.held {
+        match receive_job(ctl, &pidfd) {
+            Some(job) => {
+                command.clone_from(&job.argv);
+                file_size = job.max_file_size;
+                started = Instant::now();
+                started_at = unix_ms();
+                if let Some(ms) = job.timeout_ms {
+                    let t = std::time::Duration::from_millis(ms);
+                    timeout = Some(timeout.map_or(t, |p| p.min(t)));
+                }
+                if let (Some(m), Some(cg)) = (job.memory_limit_bytes, cg_slot.as_mut()) {
+                    if let Err(e) = cg.lower_memory_limit(m) {
+                        let _ = sys::kill(pid, libc::SIGKILL);
+                        let _ = sys::wait4(pid, 0);
+                        let _ = sys::set_sigmask(&old_mask);
+                        return Err(e.into());
+                    }
+                }
+                // If init died meanwhile this fails; the loop below reports how it died.
+                let _ = sys::write_all(go_w.as_raw_fd(), &job.encode());
+            }
+            None => {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                cancelled = true;
+            }
+        }
+    }
+    let cg = cg_slot.as_ref();
 
     // Seccomp notifications: denied calls fail with EPERM and are counted; network calls
     // are inspected for the report.
@@ -247,8 +308,8 @@ fn run_in(
             .ok()
     };
 
-    let pidfd = sys::pidfd_open(pid).map_err(io("pidfd_open"))?;
-    let deadline = plan.timeout.and_then(|t| started.checked_add(t));
+    let deadline = timeout.and_then(|t| started.checked_add(t));
+    let mut ctl_open = ctx.held.is_some() && !cancelled;
     let mut timed_out = false;
     let mut status_buf = Vec::new();
     let mut status_open = true;
@@ -272,6 +333,11 @@ fn run_in(
                     .into_iter()
                     .map(|(fd, ev)| (if ev == 0 { -1 } else { fd }, ev)),
             );
+        }
+        // A held sandbox's caller hanging up cancels the job (never together with a relay).
+        let ctl_at = fds.len();
+        if let (Some(ctl), true) = (ctx.held, ctl_open) {
+            fds.push((ctl, libc::POLLIN));
         }
         let rev = match sys::poll(&fds, wait_ms) {
             Ok(r) => r,
@@ -302,7 +368,20 @@ fn run_in(
             }
         }
         if let Some(r) = relay.as_mut() {
-            r.handle(&rev[3..]);
+            r.handle(&rev[3..ctl_at]);
+        }
+        if ctl_open && rev.get(ctl_at).is_some_and(|r| *r != 0) {
+            let mut b = [0u8; 64];
+            if !matches!(sys::read(ctx.held.unwrap_or(-1), &mut b), Ok(n) if n > 0) {
+                ctl_open = false;
+                cancelled = true;
+                let _ = sys::kill(pid, libc::SIGKILL);
+                if let Some(cg) = cg {
+                    for p in cg.pids() {
+                        let _ = sys::kill(p, libc::SIGKILL);
+                    }
+                }
+            }
         }
         if rev[1] != 0 {
             while let Some(sig) = sys::signalfd_read(sigfd.as_raw_fd()) {
@@ -441,6 +520,9 @@ fn run_in(
         }
     }
     let oom = usage.oom_kills > 0 && signal == Some(libc::SIGKILL);
+    if cancelled && error.is_none() {
+        error = Some("cancelled: the caller hung up before the sandbox finished".into());
+    }
     if timed_out {
         outcome = Outcome::Timeout;
     } else if oom {
@@ -455,14 +537,17 @@ fn run_in(
         Outcome::Exited => exit_code_v.unwrap_or(0),
     };
     let rl = |w: Rlimit| plan.rlimits.iter().find(|(k, _)| *k == w).map(|(_, v)| *v);
-    let limits = plan.cgroup.clone().unwrap_or_default();
+    let limits = cg
+        .map(|c| c.limits().clone())
+        .or_else(|| plan.cgroup.clone())
+        .unwrap_or_default();
     // Milliseconds with microsecond precision (no float noise in the JSON).
     let ms = |us: f64| (us).round() / 1000.0;
     Ok(RunReport {
         report_version: crate::report::REPORT_VERSION,
         run_id: ctx.run_id.to_string(),
         policy: ctx.policy_name.to_string(),
-        command: plan.argv.clone(),
+        command,
         outcome,
         exit_code: exit_code_v,
         signal: signal.map(sys::signal_name),
@@ -486,11 +571,14 @@ fn run_in(
             cpu_quota_us_per_100ms: limits.cpu_quota_us,
             cpu_throttled_periods: usage.cpu_throttled_periods,
             timeout: LimitHit {
-                limit: plan.timeout.map(|d| d.as_secs()),
+                limit: timeout.map(|d| d.as_millis().div_ceil(1000) as u64),
                 hit: timed_out,
             },
             file_size: LimitHit {
-                limit: rl(Rlimit::FileSize),
+                limit: match (rl(Rlimit::FileSize), file_size) {
+                    (Some(p), Some(j)) => Some(p.min(j)),
+                    (p, j) => p.or(j),
+                },
                 hit: signal == Some(libc::SIGXFSZ),
             },
             open_files: rl(Rlimit::OpenFiles),

@@ -1299,3 +1299,29 @@ pub fn in_foreground(fd: RawFd) -> bool {
     // SAFETY: tcgetpgrp and getpgrp take integers / nothing.
     unsafe { libc::tcgetpgrp(fd) == libc::getpgrp() }
 }
+
+/// An anonymous in-memory file holding `data`, positioned at its start: a held sandbox's
+/// stdin, so a large stdin never blocks the writer the way a pipe would.
+pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: name is NUL-terminated; the returned descriptor is new and owned here.
+    let fd = check_int(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by memfd_create and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write_all(fd.as_raw_fd(), data)?;
+    // SAFETY: lseek on our own descriptor.
+    check(unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) })?;
+    Ok(fd)
+}
+
+/// Reads exactly `buf.len()` bytes (a blocking pipe or socket); EOF first is an error.
+pub fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! A job for a held sandbox: the command, its environment, its stdin and the files to put
+//! in its working directory, handed to a sandbox that was built ahead of time (the warm
+//! pool of `ironcage serve`).
+//!
+//! Wire format, the same from the server to the supervisor and from the supervisor to init:
+//! a 4-byte little-endian header length, the header as JSON, then the blobs the header
+//! announces (stdin first, then each file's content, in order) as raw bytes. Code and data
+//! travel as bytes, never as JSON arrays of numbers or base64.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
+
+/// The largest header and the largest job (header + blobs) accepted.
+pub const MAX_HEADER: usize = 1 << 20;
+pub const MAX_JOB: usize = 256 << 20;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub argv: Vec<String>,
+    /// Replaces the plan's environment entries of the same name; others are kept.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default, skip)]
+    pub stdin: Vec<u8>,
+    #[serde(default)]
+    pub files: Vec<JobFile>,
+    /// Lowers the plan's wall-clock timeout for this job.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Lowers the run cgroup's memory limit for this job.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    /// RLIMIT_CPU for the workload (seconds of CPU time per process).
+    #[serde(default)]
+    pub cpu_seconds: Option<u64>,
+    /// RLIMIT_FSIZE for the workload; never raises the plan's.
+    #[serde(default)]
+    pub max_file_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobFile {
+    /// Relative to the working directory; checked by `check_relative_path`.
+    pub path: String,
+    #[serde(default, skip)]
+    pub content: Vec<u8>,
+    #[serde(default)]
+    pub executable: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    job: Job,
+    stdin_len: u64,
+    file_lens: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("job frame: {0}")]
+    Frame(String),
+    #[error("file path {path:?}: {reason}")]
+    Path { path: String, reason: &'static str },
+}
+
+/// Why a path given for a file in the sandbox is refused, if it is: it must be relative,
+/// stay below the working directory (no `..`), have no NUL, and name a file.
+pub fn check_relative_path(path: &str) -> Result<(), JobError> {
+    let bad = |reason| {
+        Err(JobError::Path {
+            path: path.to_string(),
+            reason,
+        })
+    };
+    if path.is_empty() {
+        return bad("empty");
+    }
+    if path.contains('\0') {
+        return bad("contains NUL");
+    }
+    if path.len() > 4096 {
+        return bad("longer than 4096 bytes");
+    }
+    if path.ends_with('/') {
+        return bad("names a directory");
+    }
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => return bad("contains `..`"),
+            Component::RootDir | Component::Prefix(_) => return bad("is absolute"),
+        }
+    }
+    Ok(())
+}
+
+impl Job {
+    pub fn validate(&self) -> Result<(), JobError> {
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            return Err(JobError::Frame("empty argv".into()));
+        }
+        let nul = |s: &str| s.contains('\0');
+        if self.argv.iter().any(|a| nul(a))
+            || self
+                .env
+                .iter()
+                .any(|(k, v)| nul(k) || nul(v) || k.is_empty() || k.contains('='))
+        {
+            return Err(JobError::Frame(
+                "argv/env contain NUL or a bad variable name".into(),
+            ));
+        }
+        for f in &self.files {
+            check_relative_path(&f.path)?;
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let header = Header {
+            job: self.clone_without_blobs(),
+            stdin_len: self.stdin.len() as u64,
+            file_lens: self.files.iter().map(|f| f.content.len() as u64).collect(),
+        };
+        let h = serde_json::to_vec(&header).unwrap_or_default();
+        let blobs: usize =
+            self.stdin.len() + self.files.iter().map(|f| f.content.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(4 + h.len() + blobs);
+        out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&self.stdin);
+        for f in &self.files {
+            out.extend_from_slice(&f.content);
+        }
+        out
+    }
+
+    fn clone_without_blobs(&self) -> Job {
+        Job {
+            stdin: Vec::new(),
+            files: self
+                .files
+                .iter()
+                .map(|f| JobFile {
+                    path: f.path.clone(),
+                    content: Vec::new(),
+                    executable: f.executable,
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Reads one job with `read_exact` (a blocking reader: a pipe or a socket).
+    pub fn read_from(
+        mut read_exact: impl FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> Result<Job, JobError> {
+        let io = |e: std::io::Error| JobError::Frame(e.to_string());
+        let mut len = [0u8; 4];
+        read_exact(&mut len).map_err(io)?;
+        let hlen = u32::from_le_bytes(len) as usize;
+        if hlen > MAX_HEADER {
+            return Err(JobError::Frame(format!("header of {hlen} bytes")));
+        }
+        let mut h = vec![0u8; hlen];
+        read_exact(&mut h).map_err(io)?;
+        let header: Header =
+            serde_json::from_slice(&h).map_err(|e| JobError::Frame(e.to_string()))?;
+        if header.file_lens.len() != header.job.files.len() {
+            return Err(JobError::Frame("file count mismatch".into()));
+        }
+        header
+            .file_lens
+            .iter()
+            .try_fold(header.stdin_len, |a, b| a.checked_add(*b))
+            .filter(|t| *t <= MAX_JOB as u64)
+            .ok_or_else(|| JobError::Frame("job larger than 256 MiB".into()))?;
+        let mut job = header.job;
+        job.stdin = vec![0u8; header.stdin_len as usize];
+        read_exact(&mut job.stdin).map_err(io)?;
+        for (f, len) in job.files.iter_mut().zip(&header.file_lens) {
+            f.content = vec![0u8; *len as usize];
+            read_exact(&mut f.content).map_err(io)?;
+        }
+        job.validate()?;
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_binary_blobs() {
+        let job = Job {
+            argv: vec!["python3".into(), "main.py".into()],
+            env: vec![("A".into(), "b".into())],
+            stdin: vec![0, 1, 2, 255],
+            files: vec![
+                JobFile {
+                    path: "main.py".into(),
+                    content: b"print(1)\n".to_vec(),
+                    executable: false,
+                },
+                JobFile {
+                    path: "d/x.bin".into(),
+                    content: (0..=255u8).collect(),
+                    executable: true,
+                },
+            ],
+            timeout_ms: Some(5),
+            memory_limit_bytes: Some(1 << 20),
+            cpu_seconds: Some(3),
+            max_file_size: None,
+        };
+        let bytes = job.encode();
+        let mut cur = std::io::Cursor::new(bytes);
+        let back = Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_working_directory() {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\0b",
+            "dir/",
+            "a/..",
+        ] {
+            assert!(check_relative_path(p).is_err(), "{p:?} accepted");
+        }
+        for p in ["main.py", "a/b/c.txt", "./x", ".hidden", "a..b"] {
+            assert!(check_relative_path(p).is_ok(), "{p:?} refused");
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_and_oversized_frames() {
+        let job = Job {
+            argv: vec!["true".into()],
+            stdin: b"abc".to_vec(),
+            ..Job::default()
+        };
+        let bytes = job.encode();
+        let mut cur = std::io::Cursor::new(bytes[..bytes.len() - 1].to_vec());
+        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
+        let mut huge = (u32::MAX).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let mut cur = std::io::Cursor::new(huge);
+        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The sandbox host: one short-lived process per pooled sandbox (`ironcage sandbox-host`,
+//! started by the server, never by people). It builds a held sandbox ahead of time,
+//! says `ready` on its stdin (a Unix socket to the server), takes one job, supervises it,
+//! and answers with the report. The sandbox's stdout and stderr are the host's own, which
+//! the server reads directly: output never passes through this process.
+//!
+//! Why a process and not a thread of the server: the sandbox engine forks, and forking a
+//! multi-threaded process (tokio) can deadlock the child on locks other threads held. A
+//! host also ties the sandbox's lifetime to the server's: when the server dies its end of
+//! the socket closes and the host kills the sandbox and removes its cgroup.
+
+use ironcage_policy::units::Size;
+use ironcage_policy::{Policy, SandboxPath};
+use ironcage_sandbox::{make_plan, probe, run, Request};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Where every execution's files go and where it runs: a scratch tmpfs of its own.
+pub const WORK_DIR: &str = "/work";
+
+/// What the server asks a host to build (passed as JSON in the one argument).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Spec {
+    pub profile: String,
+    /// The largest memory limit a job may ask for; jobs lower it.
+    pub memory_limit_bytes: u64,
+    /// The largest wall-clock time a job may ask for; jobs lower it.
+    pub timeout_ms: u64,
+    pub max_file_size: u64,
+    pub pids_limit: u32,
+    pub scratch_size: u64,
+    pub run_id: String,
+}
+
+/// What the host says on the control socket, one JSON object per line after `ready`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMessage {
+    Report(Box<ironcage_sandbox::RunReport>),
+    Error(String),
+}
+
+/// The profile, adjusted for a service execution: a scratch working directory, and the
+/// server's maxima as the sandbox's limits (a job may only lower them). The profile's own
+/// tighter limits are kept.
+pub fn service_policy(mut p: Policy, spec: &Spec) -> Policy {
+    let work = SandboxPath(PathBuf::from(WORK_DIR));
+    if !p.filesystem.scratch_paths.contains(&work) {
+        p.filesystem.scratch_paths.push(work.clone());
+    }
+    p.filesystem.working_dir = Some(work);
+    p.filesystem.scratch_size = Size(p.filesystem.scratch_size.0.min(spec.scratch_size));
+    let r = &mut p.resources;
+    r.memory_limit_bytes = Some(Size(
+        r.memory_limit_bytes.map_or(spec.memory_limit_bytes, |m| {
+            m.0.min(spec.memory_limit_bytes)
+        }),
+    ));
+    r.max_file_size = Some(Size(
+        r.max_file_size
+            .map_or(spec.max_file_size, |m| m.0.min(spec.max_file_size)),
+    ));
+    r.pids_limit = Some(
+        r.pids_limit
+            .map_or(spec.pids_limit, |m| m.min(spec.pids_limit)),
+    );
+    let secs = spec.timeout_ms.div_ceil(1000).max(1);
+    r.session_timeout_seconds = Some(r.session_timeout_seconds.map_or(secs, |s| s.min(secs)));
+    // Executions are recorded by the server, in its own audit log.
+    p.audit.enabled = false;
+    p.audit.log_path = None;
+    p
+}
+
+/// Entry point of `ironcage sandbox-host SPEC_JSON`. Talks only on fd 0; never writes to
+/// stdout or stderr, which belong to the sandbox's command.
+pub fn main(spec_json: &str) -> i32 {
+    use std::os::fd::AsFd;
+    // fd 0 is the control socket the server passed us as stdin.
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return 1;
+    };
+    let mut ctl = std::fs::File::from(fd);
+    let say = |ctl: &mut std::fs::File, m: &HostMessage| {
+        if let Ok(mut line) = serde_json::to_vec(m) {
+            line.push(b'\n');
+            let _ = ctl.write_all(&line);
+        }
+    };
+    match host(spec_json) {
+        Ok(report) => {
+            say(&mut ctl, &HostMessage::Report(Box::new(report)));
+            0
+        }
+        Err(e) => {
+            say(&mut ctl, &HostMessage::Error(e));
+            1
+        }
+    }
+}
+
+fn host(spec_json: &str) -> Result<ironcage_sandbox::RunReport, String> {
+    let spec: Spec = serde_json::from_str(spec_json).map_err(|e| format!("bad spec: {e}"))?;
+    let loaded = ironcage_policy::find_profile(&spec.profile).map_err(|e| e.to_string())?;
+    let policy = service_policy(loaded.policy, &spec);
+    let facts = probe::host_facts();
+    let req = Request {
+        // Replaced by the job's; the plan needs one to be valid.
+        argv: vec!["/bin/true".into()],
+        cwd: Some(PathBuf::from(WORK_DIR)),
+        ..Request::default()
+    };
+    let mut plan = make_plan(&policy, &req, &facts).map_err(|e| e.to_string())?;
+    plan.held = true;
+    let ctx = run::Context {
+        run_id: &spec.run_id,
+        policy_name: &policy.name,
+        cgroup_parent: facts.cgroup.as_ref().ok(),
+        block_devices: &facts.block_devices,
+        is_root: facts.is_root,
+        relay_tty: false,
+        held: Some(0),
+    };
+    run::run(&plan, &ctx).map_err(|e| format!("sandbox setup failed: {e}"))
+}
