@@ -28,6 +28,11 @@ pub enum Command {
     Cgroup(CgroupCmd),
     /// Read, verify, prove and export the tamper-evident audit log.
     Audit(AuditArgs),
+    /// Run the execution service: an HTTP API that runs code in sandboxes from a warm pool.
+    Serve(ServeArgs),
+    /// Create, list and revoke the execution service's API keys.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Internal: one pooled sandbox of `ironcage serve` (talks on stdin, a socket).
     #[command(hide = true, name = "sandbox-host")]
     SandboxHost { spec: String },
@@ -216,5 +221,74 @@ pub enum CgroupCmd {
         /// User name or uid.
         #[arg(long)]
         user: String,
+    },
+}
+
+/// Where the service's settings and store are (shared by `serve` and `key`).
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// YAML config file (default: $IRONCAGE_CONFIG if set). See docs/serve.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory: SQLite database, audit log and key (default: /var/lib/ironcage for
+    /// root, ~/.local/share/ironcage otherwise; env IRONCAGE_DATA_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER:PASSWORD@HOST/DB (env DATABASE_URL).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on, IP:PORT (default 127.0.0.1:8000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Port to listen on (env API_PORT).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Idle sandboxes kept ready per warmed profile (env POOL_SIZE; default 4).
+    #[arg(long)]
+    pub pool_size: Option<usize>,
+    /// error, warn, info, debug (env LOG_LEVEL).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create a key; prints it once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A name for the key (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// Requests per minute (default from the config: keys.rate_limit_per_minute).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        /// Executions running at once (default from the config: keys.max_concurrent).
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or name; requests with it get 401 from then on.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The key's id (key_...) or name.
+        key: String,
     },
 }

@@ -8,6 +8,7 @@ mod audit_cmd;
 mod cli;
 mod commands;
 mod paths;
+mod serve_cmd;
 
 use clap::Parser;
 

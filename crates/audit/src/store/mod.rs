@@ -124,7 +124,7 @@ pub type Visit<'a> = dyn FnMut(Raw<'_>) -> Result<(), StoreError> + 'a;
 /// Called with (sequence number, entry bytes).
 pub type EntryVisit<'a> = dyn FnMut(u64, &[u8]) -> Result<(), StoreError> + 'a;
 
-pub trait Store {
+pub trait Store: Send {
     /// A human name for messages (the file path).
     fn name(&self) -> String;
     /// Appends atomically with respect to every other writer (see the module docs).

@@ -1,0 +1,606 @@
+//! The HTTP API: routes, authentication, errors as JSON, streaming, metrics per request.
+
+use crate::config::{Config, Language};
+use crate::execution::{self, Chunk, ExecutionRequest, ExecutionResult, Planned};
+use crate::keys::{self, Limiter};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::store::{now_ms, ApiKey, ExecutionRow, Store};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ironcage_audit::AuditLog;
+use ironcage_policy::Policy;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub struct App {
+    pub cfg: Config,
+    pub languages: BTreeMap<String, Language>,
+    /// Profiles requests may name, loaded once at start.
+    pub profiles: BTreeMap<String, Policy>,
+    pub warm_profiles: Vec<String>,
+    pub store: Store,
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<Limiter>,
+    pub slots: Arc<Semaphore>,
+    pub node: String,
+    pub audit: Arc<Mutex<AuditLog>>,
+}
+
+/// An error response: `{"error": {"code", "message"}}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn retry(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!("{e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/languages", get(languages))
+        .route("/v1/profiles", get(profiles))
+        .route(
+            "/v1/executions",
+            get(list_executions).post(create_execution),
+        )
+        .route("/v1/executions/{id}", get(get_execution))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            measure,
+        ))
+        .with_state(app)
+}
+
+async fn measure(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    app.metrics.request(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let store = app.store.ping().await;
+    let warm = app.pool.warmed(&app.warm_profiles);
+    let body = json!({
+        "ready": store.is_ok() && warm,
+        "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "pool_warm": warm,
+    });
+    let status = if store.is_ok() && warm {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
+}
+
+/// The key named by `Authorization: Bearer KEY`, if it is live.
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized(
+            "missing `Authorization: Bearer KEY` (create one with `ironcage key create`)",
+        ));
+    };
+    let secret = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer KEY`"))?;
+    let key = app
+        .store
+        .key_by_hash(&keys::hash(secret))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+    let per_minute = key
+        .rate_limit_per_minute
+        .map_or(app.cfg.keys.rate_limit_per_minute, |v| v as u32);
+    if let Err(wait) = app.limiter.take(&key.id, per_minute) {
+        app.metrics.rejected("rate_limit");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this key is limited to {per_minute} requests per minute"),
+        )
+        .retry(wait));
+    }
+    Ok(key)
+}
+
+async fn languages(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authenticate(&app, &headers).await?;
+    let list: Vec<_> = app
+        .languages
+        .iter()
+        .map(|(name, l)| json!({"name": name, "command": l.command, "file": l.file}))
+        .collect();
+    Ok(Json(json!({"languages": list})).into_response())
+}
+
+async fn profiles(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authenticate(&app, &headers).await?;
+    let list: Vec<_> = app
+        .profiles
+        .values()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "description": p.description,
+                "default": p.name == app.cfg.default_profile,
+                "network_isolated": p.network.isolated,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"profiles": list})).into_response())
+}
+
+#[derive(Deserialize)]
+struct CreateQuery {
+    #[serde(default)]
+    stream: Option<String>,
+}
+
+async fn create_execution(
+    State(app): State<Arc<App>>,
+    Query(q): Query<CreateQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let limit = app.cfg.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than this server's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let req: ExecutionRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body: {e}"),
+        )
+    })?;
+    let names: Vec<String> = app.profiles.keys().cloned().collect();
+    let planned = execution::plan(req, &app.cfg, &app.languages, &names)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
+    let stream = matches!(q.stream.as_deref(), Some("true" | "1" | "yes"));
+
+    // Capacity first, so a refusal is a clean status code and nothing was started.
+    let max_for_key = key
+        .max_concurrent
+        .map_or(app.cfg.keys.max_concurrent, |v| v as u32);
+    let Some(key_slot) = app.limiter.start(&key.id, max_for_key) else {
+        app.metrics.rejected("key_concurrency");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_running",
+            format!("this key already has {max_for_key} executions running"),
+        )
+        .retry(1));
+    };
+    let wait = Duration::from_millis(app.cfg.pool.queue_timeout_ms);
+    let permit = match tokio::time::timeout(wait, Arc::clone(&app.slots).acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            app.metrics.rejected("capacity");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                format!(
+                    "all {} execution slots stayed busy for {} ms; retry later",
+                    app.cfg.pool.max_running, app.cfg.pool.queue_timeout_ms
+                ),
+            )
+            .retry(1));
+        }
+    };
+
+    let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
+    let created = now_ms();
+    app.store
+        .insert_execution(
+            &ExecutionRow {
+                id: id.clone(),
+                key_id: key.id.clone(),
+                status: "running".into(),
+                language: planned.language.clone(),
+                profile: planned.profile.clone(),
+                created_ms: created,
+                finished_ms: None,
+                result: None,
+            },
+            &app.node,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+
+    let (tx, rx) = if stream {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    // The execution runs in a task of its own: a client that disconnects does not cancel
+    // it, and it is always recorded.
+    let task = {
+        let app = Arc::clone(&app);
+        let id = id.clone();
+        let key_id = key.id.clone();
+        tokio::spawn(async move {
+            let r = run_execution(&app, &id, &key_id, planned, created, tx).await;
+            drop((permit, key_slot));
+            r
+        })
+    };
+    match rx {
+        None => {
+            let result = task.await.map_err(ApiError::internal)?;
+            Ok(Json(result).into_response())
+        }
+        Some(rx) => Ok(stream_response(id, rx, task).into_response()),
+    }
+}
+
+async fn run_execution(
+    app: &Arc<App>,
+    id: &str,
+    key_id: &str,
+    planned: Planned,
+    created: i64,
+    sink: Option<tokio::sync::mpsc::UnboundedSender<Chunk>>,
+) -> ExecutionResult {
+    app.metrics.running(1);
+    let started = Instant::now();
+    let limit = app.cfg.limits.output_limit_bytes;
+    let ran = match app.pool.take(&planned.profile).await {
+        Ok(warm) => {
+            execution::run(
+                warm,
+                &planned.job,
+                Duration::from_millis(planned.timeout_ms),
+                limit,
+                sink,
+            )
+            .await
+        }
+        Err(e) => execution::Ran {
+            report: Err(e.to_string()),
+            stdout: Default::default(),
+            stderr: Default::default(),
+        },
+    };
+    let report = ran.report.as_ref().ok().cloned();
+    let result = execution::result_of(id, &planned, created, ran, limit);
+    let outcome = if result.status == "failed" {
+        "failed"
+    } else if result.timed_out {
+        "timeout"
+    } else if result.oom_killed {
+        "oom"
+    } else if result.exit_code == Some(0) {
+        "success"
+    } else {
+        "nonzero_exit"
+    };
+    let mut kinds: Vec<&str> = result
+        .violations
+        .iter()
+        .map(|v| match v {
+            ironcage_sandbox::report::Violation::Syscall { .. } => "syscall",
+            ironcage_sandbox::report::Violation::Path { .. } => "filesystem",
+            ironcage_sandbox::report::Violation::Network { .. } => "network",
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    app.metrics
+        .execution(outcome, started.elapsed().as_secs_f64(), &kinds);
+    app.metrics.running(-1);
+
+    let doc = serde_json::to_string(&result).unwrap_or_default();
+    if let Err(e) = app.store.finish_execution(id, &result.status, &doc).await {
+        tracing::error!("recording execution {id}: {e}");
+    }
+    record_audit(app, id, key_id, &planned, report, &result).await;
+    result
+}
+
+/// The execution in the tamper-evident audit log: its start and end in one batch.
+async fn record_audit(
+    app: &Arc<App>,
+    id: &str,
+    key_id: &str,
+    planned: &Planned,
+    report: Option<ironcage_sandbox::RunReport>,
+    result: &ExecutionResult,
+) {
+    let Some(policy) = app.profiles.get(&planned.profile).cloned() else {
+        return;
+    };
+    let run_id = report
+        .as_ref()
+        .map_or_else(|| id.to_string(), |r| r.run_id.clone());
+    let mut start = ironcage_audit::run_events::run_start(&ironcage_audit::run_events::StartInfo {
+        run_id: &run_id,
+        policy: &policy,
+        argv: &planned.job.argv,
+        host_uid: ironcage_sandbox::sys::getuid(),
+        sandbox_uid: report.as_ref().map_or(0, |r| r.sandbox_uid),
+        rootless: ironcage_sandbox::sys::geteuid() != 0,
+        best_effort: false,
+        unenforced: Vec::new(),
+        floor_lifted: &[],
+        binds: Vec::new(),
+        cwd: crate::host::WORK_DIR.into(),
+        env_names: planned.job.env.iter().map(|(k, _)| k.clone()).collect(),
+    });
+    start.fields.insert("execution_id".into(), json!(id));
+    start.fields.insert("api_key".into(), json!(key_id));
+    start
+        .fields
+        .insert("language".into(), json!(planned.language));
+    let mut events = vec![start];
+    match &report {
+        Some(r) => events.extend(ironcage_audit::run_events::run_end(
+            r,
+            &policy.audit.detail_level,
+        )),
+        None => events.push(ironcage_audit::run_events::run_failed(
+            &run_id,
+            result.error.as_deref().unwrap_or("failed"),
+            ironcage_sandbox::exit_code::SETUP_FAILED,
+        )),
+    }
+    let audit = Arc::clone(&app.audit);
+    let appended = tokio::task::spawn_blocking(move || {
+        let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+        log.append(&events).map(|_| ())
+    })
+    .await;
+    match appended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("audit log: {e}"),
+        Err(e) => tracing::error!("audit log: {e}"),
+    }
+}
+
+/// Output chunks as they come (`stdout`/`stderr` events), then the `result` event.
+fn stream_response(
+    id: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Chunk>,
+    task: tokio::task::JoinHandle<ExecutionResult>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let s = async_stream::stream! {
+        yield Ok(SseEvent::default().event("started").data(json!({"id": id}).to_string()));
+        let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        while let Some(chunk) = rx.recv().await {
+            let (i, name, bytes) = match chunk {
+                Chunk::Stdout(b) => (0, "stdout", b),
+                Chunk::Stderr(b) => (1, "stderr", b),
+            };
+            pending[i].extend_from_slice(&bytes);
+            let text = take_utf8(&mut pending[i]);
+            if !text.is_empty() {
+                yield Ok(SseEvent::default().event(name).data(json!({"data": text}).to_string()));
+            }
+        }
+        for (i, name) in [(0, "stdout"), (1, "stderr")] {
+            if !pending[i].is_empty() {
+                let text = String::from_utf8_lossy(&pending[i]).into_owned();
+                yield Ok(SseEvent::default().event(name).data(json!({"data": text}).to_string()));
+            }
+        }
+        let result = match task.await {
+            Ok(r) => serde_json::to_value(&r).unwrap_or_default(),
+            Err(e) => json!({"id": id, "status": "failed", "error": e.to_string()}),
+        };
+        yield Ok(SseEvent::default().event("result").data(result.to_string()));
+    };
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
+
+/// Takes the longest prefix of `buf` that is complete UTF-8 (invalid bytes replaced),
+/// leaving an incomplete character at the end for the next chunk.
+fn take_utf8(buf: &mut Vec<u8>) -> String {
+    let cut = match std::str::from_utf8(buf) {
+        Ok(_) => buf.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => buf.len(),
+    };
+    let rest = buf.split_off(cut);
+    let text = String::from_utf8_lossy(buf).into_owned();
+    *buf = rest;
+    text
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    status: Option<String>,
+}
+
+fn view(row: &ExecutionRow) -> serde_json::Value {
+    match row
+        .result
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        Some(Ok(v)) => v,
+        _ => json!({
+            "id": row.id,
+            "status": row.status,
+            "language": row.language,
+            "profile": row.profile,
+            "created_at_ms": row.created_ms,
+        }),
+    }
+}
+
+async fn get_execution(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    match app.store.execution(&id).await.map_err(ApiError::internal)? {
+        // Another key's execution is as invisible as one that does not exist.
+        Some(row) if row.key_id == key.id => Ok(Json(view(&row)).into_response()),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no execution {id:?}"),
+        )),
+    }
+}
+
+async fn list_executions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "limit: must be between 1 and 1000",
+        ));
+    }
+    if let Some(s) = &q.status {
+        if !matches!(s.as_str(), "running" | "completed" | "failed") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("status: {s:?}; use running, completed or failed"),
+            ));
+        }
+    }
+    let rows = app
+        .store
+        .executions_of_key(&key.id, limit, q.status.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    let list: Vec<_> = rows.iter().map(view).collect();
+    Ok(Json(json!({"executions": list})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_utf8;
+
+    #[test]
+    fn utf8_split_across_chunks_is_kept_whole() {
+        let bytes = "héllo €".as_bytes();
+        let mut buf = bytes[..bytes.len() - 1].to_vec();
+        let first = take_utf8(&mut buf);
+        assert_eq!(first, "héllo ");
+        buf.extend_from_slice(&bytes[bytes.len() - 1..]);
+        assert_eq!(take_utf8(&mut buf), "€");
+        let mut bad = vec![b'a', 0xff, b'b'];
+        assert_eq!(take_utf8(&mut bad), "a\u{fffd}b");
+    }
+}

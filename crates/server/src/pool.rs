@@ -1,0 +1,272 @@
+//! The warm pool: sandboxes built ahead of time, per profile, each held by a sandbox-host
+//! process (see `host`) until a job arrives. A sandbox serves one job and is destroyed; a
+//! background task keeps `size` ready per warmed profile.
+//!
+//! Pooled per profile, not per (profile, language): a sandbox does not depend on the
+//! language (the job brings the interpreter's command line), so one pool serves all
+//! languages and fewer sandboxes sit idle.
+
+use crate::host::Spec;
+use crate::metrics::Metrics;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("starting a sandbox host: {0}")]
+    Spawn(std::io::Error),
+    #[error("sandbox for profile `{profile}` could not be built: {reason}")]
+    Build { profile: String, reason: String },
+    #[error("sandbox for profile `{0}` took more than 30 s to build")]
+    Slow(String),
+}
+
+/// A built sandbox waiting for its job.
+pub struct Warm {
+    pub profile: String,
+    pub child: Child,
+    pub ctl_read: BufReader<OwnedReadHalf>,
+    pub ctl_write: OwnedWriteHalf,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// The limits every pooled sandbox is built with (the server's maxima).
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub exe: PathBuf,
+    pub memory_limit_bytes: u64,
+    pub timeout_ms: u64,
+    pub max_file_size: u64,
+    pub pids_limit: u32,
+    pub scratch_size: u64,
+}
+
+pub struct Pool {
+    build: Build,
+    size: usize,
+    idle: Mutex<HashMap<String, VecDeque<Warm>>>,
+    filling: Mutex<HashMap<String, usize>>,
+    /// Profiles that have been filled to `size` at least once (for /ready).
+    filled: Mutex<HashMap<String, bool>>,
+    metrics: Arc<Metrics>,
+    closed: AtomicBool,
+}
+
+impl Pool {
+    pub fn new(build: Build, size: usize, metrics: Arc<Metrics>) -> Arc<Pool> {
+        Arc::new(Pool {
+            build,
+            size,
+            idle: Mutex::default(),
+            filling: Mutex::default(),
+            filled: Mutex::default(),
+            metrics,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Builds one sandbox and waits until it is ready.
+    pub async fn spawn(&self, profile: &str) -> Result<Warm, PoolError> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(PoolError::Spawn)?;
+        let spec = Spec {
+            profile: profile.to_string(),
+            memory_limit_bytes: self.build.memory_limit_bytes,
+            timeout_ms: self.build.timeout_ms,
+            max_file_size: self.build.max_file_size,
+            pids_limit: self.build.pids_limit,
+            scratch_size: self.build.scratch_size,
+            run_id: ironcage_audit::run_events::new_run_id(),
+        };
+        let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Build {
+            profile: profile.into(),
+            reason: e.to_string(),
+        })?;
+        // A clean environment: nothing of the server's (database URLs, tokens) reaches
+        // the host, and so nothing can reach the sandbox through a policy's `pass` list.
+        let mut child = Command::new(&self.build.exe)
+            .arg("sandbox-host")
+            .arg(spec)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .spawn()
+            .map_err(PoolError::Spawn)?;
+        ours.set_nonblocking(true).map_err(PoolError::Spawn)?;
+        let ctl = tokio::net::UnixStream::from_std(ours).map_err(PoolError::Spawn)?;
+        let (r, w) = ctl.into_split();
+        let mut ctl_read = BufReader::new(r);
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), ctl_read.read_line(&mut line));
+        let failed = |reason: String| PoolError::Build {
+            profile: profile.into(),
+            reason,
+        };
+        match read.await {
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(PoolError::Slow(profile.into()));
+            }
+            Ok(Ok(_)) if line == "ready\n" => {}
+            Ok(Ok(_)) => {
+                let _ = child.wait().await;
+                let reason = match serde_json::from_str::<crate::host::HostMessage>(&line) {
+                    Ok(crate::host::HostMessage::Error(e)) => e,
+                    _ if line.is_empty() => "the sandbox host exited".into(),
+                    _ => format!("unexpected message {line:?}"),
+                };
+                return Err(failed(reason));
+            }
+            Ok(Err(e)) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(failed(e.to_string()));
+            }
+        }
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(failed("no output pipes".into()));
+        };
+        Ok(Warm {
+            profile: profile.to_string(),
+            child,
+            ctl_read,
+            ctl_write: w,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// A ready sandbox: from the pool if one is idle (a hit), else built now (a miss).
+    pub async fn take(self: &Arc<Self>, profile: &str) -> Result<Warm, PoolError> {
+        let mut found = None;
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(q) = idle.get_mut(profile) {
+                while let Some(mut w) = q.pop_front() {
+                    // One that died while idle (killed from outside) is discarded.
+                    if matches!(w.child.try_wait(), Ok(None)) {
+                        found = Some(w);
+                        break;
+                    }
+                }
+            }
+        }
+        self.report_idle();
+        self.refill(profile);
+        match found {
+            Some(w) => {
+                self.metrics.pool_hit();
+                Ok(w)
+            }
+            None => {
+                self.metrics.pool_miss();
+                self.spawn(profile).await
+            }
+        }
+    }
+
+    fn idle_count(&self, profile: &str) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(profile).map_or(0, VecDeque::len)
+    }
+
+    fn report_idle(&self) {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for (p, q) in idle.iter() {
+            self.metrics.set_pool_idle(p, q.len());
+        }
+    }
+
+    /// Starts building sandboxes for `profile` until `size` are idle or being built.
+    pub fn refill(self: &Arc<Self>, profile: &str) {
+        if self.size == 0 || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let want = {
+            let mut filling = self.filling.lock().unwrap_or_else(|p| p.into_inner());
+            let f = filling.entry(profile.to_string()).or_insert(0);
+            let want = self.size.saturating_sub(self.idle_count(profile) + *f);
+            *f += want;
+            want
+        };
+        for _ in 0..want {
+            let pool = Arc::clone(self);
+            let profile = profile.to_string();
+            tokio::spawn(async move {
+                let built = pool.spawn(&profile).await;
+                {
+                    let mut filling = pool.filling.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(f) = filling.get_mut(&profile) {
+                        *f = f.saturating_sub(1);
+                    }
+                }
+                match built {
+                    Ok(w) if !pool.closed.load(Ordering::Relaxed) => {
+                        let n = {
+                            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                            let q = idle.entry(profile.clone()).or_default();
+                            q.push_back(w);
+                            q.len()
+                        };
+                        if n >= pool.size {
+                            let mut filled = pool.filled.lock().unwrap_or_else(|p| p.into_inner());
+                            filled.insert(profile.clone(), true);
+                        }
+                        pool.report_idle();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        pool.metrics.pool_build_failure();
+                        tracing::warn!("warm pool: {e}");
+                        // No retry storm: the next take() asks again.
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether each of these profiles has had a full pool at least once.
+    pub fn warmed(&self, profiles: &[String]) -> bool {
+        let filled = self.filled.lock().unwrap_or_else(|p| p.into_inner());
+        self.size == 0
+            || profiles
+                .iter()
+                .all(|p| filled.get(p).copied().unwrap_or(false))
+    }
+
+    /// Stops refilling and lets every idle sandbox go: each host sees its control socket
+    /// close, kills its sandbox and removes its cgroup.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let all: Vec<Warm> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.drain().flat_map(|(_, q)| q).collect()
+        };
+        let mut children = Vec::new();
+        for w in all {
+            let Warm { child, .. } = w;
+            children.push(child);
+        }
+        for mut c in children {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+        self.report_idle();
+    }
+}

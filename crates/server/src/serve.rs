@@ -1,0 +1,195 @@
+//! Start-up, shutdown, and the key-management commands, as blocking functions for the CLI.
+
+use crate::app::{router, App};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool::{Build, Pool};
+use crate::store::Store;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+fn runtime(multi: bool) -> Result<tokio::runtime::Runtime> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().context("starting the async runtime")
+}
+
+fn say(msg: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "ironcage serve: {msg}");
+}
+
+fn create_data_dir(cfg: &Config) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))
+}
+
+/// Opens the store named by the configuration (for `ironcage key ...`).
+pub fn with_store<T>(cfg: &Config, f: impl AsyncFnOnce(&Store) -> Result<T>) -> Result<T> {
+    runtime(false)?.block_on(async {
+        if cfg.database_url.is_none() {
+            create_data_dir(cfg)?;
+        }
+        let store = Store::open(&cfg.database_url()).await?;
+        let r = f(&store).await;
+        store.close().await;
+        r
+    })
+}
+
+/// `ironcage serve`: runs until SIGINT or SIGTERM.
+pub fn serve(cfg: Config) -> Result<()> {
+    let level = match cfg.log_level.as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+    runtime(true)?.block_on(serve_async(cfg))
+}
+
+async fn serve_async(cfg: Config) -> Result<()> {
+    create_data_dir(&cfg)?;
+    let store = Store::open(&cfg.database_url()).await?;
+    let node = cfg.node();
+
+    // What a previous instance of this node left: executions it was running are recorded
+    // as failed, and sandbox cgroups whose host died are removed.
+    let interrupted = serde_json::json!({
+        "status": "failed",
+        "error": "the server stopped before this execution finished",
+    })
+    .to_string();
+    let n = store.fail_interrupted(&node, &interrupted).await?;
+    if n > 0 {
+        say(format!(
+            "{n} execution(s) interrupted by the previous instance recorded as failed"
+        ));
+    }
+    let facts = ironcage_sandbox::probe::host_facts();
+    if let Ok(parent) = &facts.cgroup {
+        ironcage_sandbox::cgroup::sweep_stale(parent);
+    }
+
+    let names: Vec<String> = if cfg.profiles.is_empty() {
+        ironcage_policy::list_profiles()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    } else {
+        cfg.profiles.clone()
+    };
+    let mut profiles = BTreeMap::new();
+    for name in &names {
+        let loaded =
+            ironcage_policy::find_profile(name).map_err(|e| anyhow!("profile {name}: {e}"))?;
+        profiles.insert(name.clone(), loaded.policy);
+    }
+    if !profiles.contains_key(&cfg.default_profile) {
+        bail!(
+            "default profile {:?} is not among the served profiles ({})",
+            cfg.default_profile,
+            names.join(", ")
+        );
+    }
+    let languages = cfg.languages();
+    if languages.is_empty() {
+        bail!("no language is available: none of the built-in interpreters exists and the config file adds none");
+    }
+
+    let key_path = cfg.data_dir.join("audit.key");
+    let (key, _) = ironcage_audit::note::load_or_create_key(&key_path)
+        .map_err(|e| anyhow!("audit signing key {}: {e}", key_path.display()))?;
+    let audit_path = cfg.data_dir.join("audit.log");
+    let audit = ironcage_audit::AuditLog::open_file(&audit_path, Some(key))
+        .map_err(|e| anyhow!("audit log {}: {e}", audit_path.display()))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let exe = std::env::current_exe().context("finding the ironcage binary")?;
+    let l = &cfg.limits;
+    let pool = Pool::new(
+        Build {
+            exe,
+            memory_limit_bytes: l.max_memory_bytes,
+            timeout_ms: l.max_timeout_ms,
+            max_file_size: l.max_file_size,
+            pids_limit: l.pids_limit,
+            scratch_size: l.scratch_size,
+        },
+        cfg.pool.size,
+        Arc::clone(&metrics),
+    );
+    let warm_profiles = if cfg.pool.warm_profiles.is_empty() {
+        vec![cfg.default_profile.clone()]
+    } else {
+        cfg.pool.warm_profiles.clone()
+    };
+    // One sandbox of each warmed profile is built now: a profile this host cannot enforce
+    // stops the server here, with the reason, rather than failing every request.
+    for p in &warm_profiles {
+        if !profiles.contains_key(p) {
+            bail!("pool.warm_profiles: {p:?} is not a served profile");
+        }
+        let w = pool.spawn(p).await.map_err(|e| anyhow!("{e}"))?;
+        drop(w);
+        pool.refill(p);
+    }
+
+    let app = Arc::new(App {
+        languages,
+        profiles,
+        warm_profiles,
+        store: store.clone(),
+        pool: Arc::clone(&pool),
+        metrics,
+        limiter: Arc::default(),
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.pool.max_running)),
+        node,
+        audit: Arc::new(Mutex::new(audit)),
+        cfg: cfg.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    say(format!(
+        "listening on http://{} (store {}, data {})",
+        listener
+            .local_addr()
+            .map_or(cfg.listen.clone(), |a| a.to_string()),
+        crate::store::redact_url(&cfg.database_url()),
+        cfg.data_dir.display()
+    ));
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    say("shutting down: releasing the warm pool");
+    pool.close().await;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

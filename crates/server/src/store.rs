@@ -1,0 +1,423 @@
+//! The service's store: API keys and executions, in SQLite (embedded, the default) or
+//! PostgreSQL (several instances sharing one store). One set of SQL for both, through
+//! sqlx's `Any` driver: portable types only (TEXT, BIGINT), `$n` placeholders in order.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("database migration {version}: {source}")]
+    Migrate { version: i64, source: sqlx::Error },
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Data(String),
+}
+
+/// Schema versions, applied in order, each once (recorded in `schema_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            revoked_ms BIGINT,
+            rate_limit_per_minute BIGINT,
+            max_concurrent BIGINT
+        )",
+    ),
+    (
+        2,
+        "CREATE TABLE executions (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            node TEXT NOT NULL,
+            status TEXT NOT NULL,
+            language TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            finished_ms BIGINT,
+            result TEXT
+        )",
+    ),
+    (
+        3,
+        "CREATE INDEX executions_by_time ON executions (created_ms)",
+    ),
+    (
+        4,
+        "CREATE INDEX executions_by_node_status ON executions (node, status)",
+    ),
+    (
+        5,
+        "CREATE INDEX executions_by_key ON executions (key_id, created_ms)",
+    ),
+];
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+    pub rate_limit_per_minute: Option<i64>,
+    pub max_concurrent: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExecutionRow {
+    pub id: String,
+    pub key_id: String,
+    pub status: String,
+    pub language: String,
+    pub profile: String,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// The result document (JSON) once finished.
+    pub result: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Connects and brings the schema up to date. For SQLite the file and its directory are
+    /// created (0700 directory: keys' hashes and every execution's output live there).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        let (backend, url_used) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    create_private_dir(dir).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+                }
+            }
+            // WAL: readers never wait for the writer; busy_timeout: writers queue instead of
+            // failing when several connections write at once.
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (Backend::Sqlite, format!("{url}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Data(format!(
+                "database URL {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(url)
+            )));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url_used)
+            .await
+            .map_err(connect_err)?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Several instances starting at once on PostgreSQL: one migrates, the others wait.
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7301990412)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let m = |source| StoreError::Migrate {
+                version: *version,
+                source,
+            };
+            sqlx::query(sql).execute(&mut *tx).await.map_err(m)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(m)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- keys ----
+
+    pub async fn insert_key(&self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, prefix, created_ms, revoked_ms, rate_limit_per_minute, max_concurrent)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(hash)
+        .bind(&key.prefix)
+        .bind(key.created_ms)
+        .bind(key.rate_limit_per_minute)
+        .bind(key.max_concurrent)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn key_of(r: &AnyRow) -> Result<ApiKey, StoreError> {
+        Ok(ApiKey {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            prefix: r.try_get("prefix")?,
+            created_ms: r.try_get("created_ms")?,
+            revoked_ms: r.try_get("revoked_ms")?,
+            rate_limit_per_minute: r.try_get("rate_limit_per_minute")?,
+            max_concurrent: r.try_get("max_concurrent")?,
+        })
+    }
+
+    const KEY_COLS: &'static str =
+        "id, name, prefix, created_ms, revoked_ms, rate_limit_per_minute, max_concurrent";
+
+    /// The live (not revoked) key with this hash.
+    pub async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let q = format!(
+            "SELECT {} FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL",
+            Self::KEY_COLS
+        );
+        let row = sqlx::query(&q)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::key_of).transpose()
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let q = format!(
+            "SELECT {} FROM api_keys ORDER BY created_ms, id",
+            Self::KEY_COLS
+        );
+        let rows = sqlx::query(&q).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::key_of).collect()
+    }
+
+    /// Revokes by id or by name; returns how many keys were revoked.
+    pub async fn revoke_key(&self, id_or_name: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_ms = $1 WHERE (id = $2 OR name = $3) AND revoked_ms IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    // ---- executions ----
+
+    pub async fn insert_execution(&self, e: &ExecutionRow, node: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO executions (id, key_id, node, status, language, profile, created_ms, finished_ms, result)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&e.id)
+        .bind(&e.key_id)
+        .bind(node)
+        .bind(&e.status)
+        .bind(&e.language)
+        .bind(&e.profile)
+        .bind(e.created_ms)
+        .bind(e.finished_ms)
+        .bind(e.result.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_execution(
+        &self,
+        id: &str,
+        status: &str,
+        result: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE executions SET status = $1, finished_ms = $2, result = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(result)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn execution_of(r: &AnyRow) -> Result<ExecutionRow, StoreError> {
+        Ok(ExecutionRow {
+            id: r.try_get("id")?,
+            key_id: r.try_get("key_id")?,
+            status: r.try_get("status")?,
+            language: r.try_get("language")?,
+            profile: r.try_get("profile")?,
+            created_ms: r.try_get("created_ms")?,
+            finished_ms: r.try_get("finished_ms")?,
+            result: r.try_get("result")?,
+        })
+    }
+
+    const EXEC_COLS: &'static str =
+        "id, key_id, status, language, profile, created_ms, finished_ms, result";
+
+    pub async fn execution(&self, id: &str) -> Result<Option<ExecutionRow>, StoreError> {
+        let q = format!("SELECT {} FROM executions WHERE id = $1", Self::EXEC_COLS);
+        let row = sqlx::query(&q).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(Self::execution_of).transpose()
+    }
+
+    /// A key's executions, newest first.
+    pub async fn executions_of_key(
+        &self,
+        key_id: &str,
+        limit: i64,
+        status: Option<&str>,
+    ) -> Result<Vec<ExecutionRow>, StoreError> {
+        let rows = match status {
+            Some(s) => {
+                let q = format!(
+                    "SELECT {} FROM executions WHERE key_id = $1 AND status = $2 ORDER BY created_ms DESC, id DESC LIMIT $3",
+                    Self::EXEC_COLS
+                );
+                sqlx::query(&q)
+                    .bind(key_id)
+                    .bind(s)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let q = format!(
+                    "SELECT {} FROM executions WHERE key_id = $1 ORDER BY created_ms DESC, id DESC LIMIT $2",
+                    Self::EXEC_COLS
+                );
+                sqlx::query(&q)
+                    .bind(key_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(Self::execution_of).collect()
+    }
+
+    /// Executions this node was running when it stopped: marked failed with `result`.
+    pub async fn fail_interrupted(&self, node: &str, result: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE executions SET status = 'failed', finished_ms = $1, result = $2 WHERE node = $3 AND status = 'running'",
+        )
+        .bind(now_ms())
+        .bind(result)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        assert_eq!(
+            redact_url("postgres://ic:s3cret@db:5432/ic"),
+            "postgres://ic:***@db:5432/ic"
+        );
+        assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    }
+}
