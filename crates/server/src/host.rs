@@ -31,6 +31,9 @@ pub struct Spec {
     pub pids_limit: u32,
     pub scratch_size: u64,
     pub run_id: String,
+    /// The server this sandbox belongs to (shows in `ps`; tests find leftovers by it).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// What the host says on the control socket, one JSON object per line after `ready`.

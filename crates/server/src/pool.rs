@@ -48,6 +48,8 @@ pub struct Build {
     pub max_file_size: u64,
     pub pids_limit: u32,
     pub scratch_size: u64,
+    /// The server's node name, passed to each host.
+    pub node: String,
 }
 
 pub struct Pool {
@@ -85,6 +87,7 @@ impl Pool {
             pids_limit: self.build.pids_limit,
             scratch_size: self.build.scratch_size,
             run_id: ironcage_audit::run_events::new_run_id(),
+            node: self.build.node.clone(),
         };
         let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Build {
             profile: profile.into(),

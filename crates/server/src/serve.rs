@@ -128,6 +128,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
             max_file_size: l.max_file_size,
             pids_limit: l.pids_limit,
             scratch_size: l.scratch_size,
+            node: node.clone(),
         },
         cfg.pool.size,
         Arc::clone(&metrics),

@@ -1,0 +1,571 @@
+//! `ironcage serve`: the execution service, tested through its HTTP API with a real client,
+//! as root and as an unprivileged user, on SQLite and on PostgreSQL.
+
+mod common;
+mod serve_common;
+
+use common::*;
+use serde_json::{json, Value};
+use serve_common::*;
+use std::time::Duration;
+
+/// Generates `as_root`, `as_user` (SQLite) and `on_postgres` (root) for one test body.
+macro_rules! variants {
+    (fn $name:ident($mode:ident: Mode, $db:ident: Db) $body:block) => {
+        mod $name {
+            use super::*;
+            fn body($mode: Mode, $db: Db) $body
+            #[test]
+            fn as_root() { body(Mode::Root, Db::Sqlite) }
+            #[test]
+            fn as_user() { body(Mode::User, Db::Sqlite) }
+            #[test]
+            fn on_postgres() { body(Mode::Root, Db::Postgres) }
+        }
+    };
+}
+
+variants! {
+fn runs_each_language_with_stdin_args_files_and_env(mode: Mode, db: Db) {
+    let s = Server::start(mode, db);
+    let r = s.exec(json!({
+        "language": "python",
+        "code": "import sys, os\nprint(sys.stdin.read().upper(), sys.argv[1:], open('data/in.txt').read(), os.environ['GREETING'])\nprint(open('blob.bin','rb').read().hex())\nsys.exit(3)",
+        "stdin": "from stdin",
+        "args": ["a", "b c"],
+        "env": {"GREETING": "hi"},
+        "files": [
+            {"path": "data/in.txt", "content": "file text"},
+            {"path": "blob.bin", "content": "AP8=", "encoding": "base64"}
+        ]
+    }));
+    assert_eq!(r["status"], "completed", "{r:#}");
+    assert_eq!(r["exit_code"], 3, "{r:#}");
+    assert_eq!(
+        r["stdout"],
+        "FROM STDIN ['a', 'b c'] file text hi\n00ff\n",
+        "{r:#}"
+    );
+    assert!(r["id"].as_str().unwrap().starts_with("exe_"));
+    assert!(r["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["memory_peak_bytes"].as_u64().unwrap() > 0);
+
+    let r = s.exec(json!({"language": "bash", "code": "echo out; echo err >&2; echo \"$0 $1\"", "args": ["x"]}));
+    assert_eq!((r["stdout"].as_str().unwrap(), r["stderr"].as_str().unwrap()), ("out\nmain.sh x\n", "err\n"), "{r:#}");
+    let mut r = s.exec(json!({"language": "sh", "code": "cat", "stdin": "piped"}));
+    assert_eq!(r["stdout"], "piped", "{r:#}");
+    if std::path::Path::new("/usr/bin/node").exists() {
+        r = s.exec(json!({"language": "node", "code": "console.log(6*7)"}));
+        assert_eq!(r["stdout"], "42\n", "{r:#}");
+    }
+    // History: the same document, persisted.
+    let id = r["id"].as_str().unwrap();
+    let (status, got) = s.get(&format!("/v1/executions/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(got, r);
+    let (_, list) = s.get("/v1/executions?limit=2");
+    let ids: Vec<&str> = list["executions"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], id, "newest first: {list:#}");
+    let (_, failed) = s.get("/v1/executions?status=failed");
+    assert_eq!(failed["executions"].as_array().unwrap().len(), 0);
+    drop(s);
+}
+}
+
+variants! {
+fn executions_see_nothing_of_each_other_or_the_host(mode: Mode, db: Db) {
+    let s = Server::start_with(mode, db, Options { pool_size: 1, ..Options::default() });
+    // The first leaves files, a background process and an environment variable behind.
+    let first = s.exec(json!({"language": "bash",
+        "code": "echo secret > /work/left.txt; echo secret > /tmp/left.txt; (setsid sleep 300 &) ; export LEFT=1; echo done"}));
+    assert_eq!(first["stdout"], "done\n", "{first:#}");
+    let second = s.exec(json!({"language": "python", "code": r#"
+import os
+print(sorted(os.listdir('/work')), sorted(os.listdir('/tmp')), 'LEFT' in os.environ)
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+cmds = [open(f'/proc/{p}/cmdline','rb').read() for p in pids]
+print([c for c in cmds if b'sleep' in c])
+for p in ['/etc/shadow', '/root', '/var/lib/ironcage', '/home']:
+    print(p, os.path.exists(p))
+"#}));
+    assert_eq!(
+        second["stdout"],
+        "['main.py'] [] False\n[]\n/etc/shadow False\n/root False\n/var/lib/ironcage False\n/home False\n",
+        "{second:#}"
+    );
+    // The server's own environment never reaches a sandbox.
+    let env = s.exec(json!({"language": "python", "code": "import os; print(sorted(os.environ))"}));
+    assert_eq!(env["stdout"], "['HOME', 'LC_CTYPE', 'PATH', 'TMPDIR']\n", "{env:#}");
+    let home = s.python("import os; print(os.environ['HOME'])");
+    assert_eq!(home["stdout"], "/work\n", "{home:#}");
+    // The sleeper of the first execution died with its sandbox.
+    assert!(host_processes_with("sleep 300").is_empty(), "{:?}", host_processes_with("sleep 300"));
+}
+}
+
+variants! {
+fn attacks_fail_and_are_reported_as_violations(mode: Mode, db: Db) {
+    let s = Server::start(mode, db);
+    let r = s.python(r#"
+import socket, os, ctypes
+out = []
+try:
+    socket.create_connection(('1.1.1.1', 80), timeout=2); out.append('net OPEN')
+except OSError as e: out.append('net refused')
+try:
+    open('/usr/bin/planted', 'w'); out.append('write OPEN')
+except OSError as e: out.append('write refused')
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.mount(b'none', b'/work', b'tmpfs', 0, None)
+out.append('mount ' + ('OPEN' if r == 0 else 'refused'))
+print(' '.join(out))
+"#);
+    assert_eq!(r["stdout"], "net refused write refused mount refused\n", "{r:#}");
+    let kinds: Vec<&str> = r["violations"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"syscall"), "mount not reported: {r:#}");
+    assert!(kinds.contains(&"network"), "connect not reported: {r:#}");
+    assert!(kinds.contains(&"path"), "write not reported: {r:#}");
+    let mount = r["violations"].as_array().unwrap().iter().find(|v| v["syscall"] == "mount");
+    assert!(mount.is_some(), "{r:#}");
+    let (_, metrics) = request("GET", &s.url("/metrics"), None, None);
+    let text = metrics["text"].as_str().unwrap();
+    assert!(text.contains("ironcage_violations_total{kind=\"syscall\"} 1"), "{text}");
+    assert!(text.contains("ironcage_violations_total{kind=\"network\"} 1"), "{text}");
+}
+}
+
+variants! {
+fn limits_timeouts_and_bombs_end_one_execution_only(mode: Mode, db: Db) {
+    let s = Server::start_with(mode, db, Options { pool_size: 3, ..Options::default() });
+    std::thread::scope(|t| {
+        // While these misbehave, a well-behaved execution runs and succeeds.
+        let memory = t.spawn(|| s.exec(json!({"language": "python", "memory_limit": "64M",
+            "code": "x = []\nwhile True: x.append(bytearray(1 << 20))"})));
+        let forks = t.spawn(|| s.exec(json!({"language": "bash", "timeout_ms": 3000,
+            "code": "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived"})));
+        let spin = t.spawn(|| s.exec(json!({"language": "python", "timeout_ms": 700,
+            "code": "while True: pass"})));
+        std::thread::sleep(Duration::from_millis(300));
+        let calm = s.exec(json!({"language": "python", "code": "print(sum(range(1000)))"}));
+        assert_eq!(calm["stdout"], "499500\n", "{calm:#}");
+        assert_eq!(calm["exit_code"], 0);
+
+        let m = memory.join().unwrap();
+        assert_eq!((m["status"].as_str(), m["oom_killed"].as_bool()), (Some("completed"), Some(true)), "{m:#}");
+        let f = forks.join().unwrap();
+        assert_eq!(f["status"], "completed", "{f:#}");
+        let sp = spin.join().unwrap();
+        assert_eq!(sp["timed_out"], true, "{sp:#}");
+        assert!(sp["duration_ms"].as_f64().unwrap() < 10_000.0, "{sp:#}");
+    });
+    // CPU seconds (RLIMIT_CPU), separate from the wall clock.
+    let cpu = s.exec(json!({"language": "python", "cpu_seconds": 1, "timeout_ms": 20000, "code": "while True: pass"}));
+    assert!(matches!(cpu["signal"].as_str(), Some("SIGKILL" | "SIGXCPU")), "{cpu:#}");
+    assert_eq!(cpu["timed_out"], false, "{cpu:#}");
+    // File size limit: 10 MB by default.
+    let big = s.python("f = open('big', 'wb')\ntry:\n    f.write(b'x' * (11 << 20)); f.flush(); print('wrote')\nexcept OSError as e: print('refused', e.errno)");
+    assert_eq!(big["stdout"], "refused 27\n", "{big:#}");
+    drop(s);
+}
+}
+
+#[test]
+fn output_floods_are_capped_and_the_server_stays_responsive() {
+    let s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            output_limit: 4096,
+            ..Options::default()
+        },
+    );
+    std::thread::scope(|t| {
+        let flood = t.spawn(|| s.exec(json!({"language": "python", "timeout_ms": 60000,
+            "code": "import sys\nb = b'y' * (1 << 20)\nfor _ in range(1024): sys.stdout.buffer.write(b)\nsys.stderr.write('e' * 10000)\nprint('end', file=sys.stderr)"})));
+        // Meanwhile the server answers.
+        for _ in 0..5 {
+            let (st, _) = request("GET", &s.url("/health"), None, None);
+            assert_eq!(st, 200);
+            let r = s.python("print('still here')");
+            assert_eq!(r["stdout"], "still here\n");
+        }
+        let r = flood.join().unwrap();
+        assert_eq!(r["exit_code"], 0, "{r:#}");
+        assert_eq!(r["stdout"].as_str().unwrap().len(), 4096);
+        assert_eq!(r["stdout_truncated"], true);
+        assert_eq!(
+            r["stdout_dropped_bytes"].as_u64().unwrap(),
+            (1u64 << 30) - 4096
+        );
+        assert_eq!(r["stderr_truncated"], true);
+        assert_eq!(r["stderr"].as_str().unwrap().len(), 4096);
+    });
+}
+
+#[test]
+fn streams_output_as_it_happens_then_the_result() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let resp = agent
+        .post(&s.url("/v1/executions?stream=true"))
+        .set("Authorization", &format!("Bearer {}", s.key))
+        .send_string(&json!({"language": "python",
+            "code": "import sys, time\nprint('first', flush=True)\nprint('warn', file=sys.stderr, flush=True)\ntime.sleep(3)\nprint('last')"}).to_string())
+        .unwrap();
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(resp.into_reader()));
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut name = String::new();
+    let mut checked_running = false;
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d).unwrap();
+            // The first chunk arrives while the program is still sleeping: streamed, not
+            // buffered to the end.
+            if name == "stdout" && !checked_running {
+                let id = events[0].1["id"].as_str().unwrap().to_string();
+                let (_, e) = s.get(&format!("/v1/executions/{id}"));
+                assert_eq!(e["status"], "running", "{e:#}");
+                checked_running = true;
+            }
+            events.push((name.clone(), v));
+            if name == "result" {
+                break;
+            }
+        }
+    }
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"started"));
+    assert_eq!(names.last(), Some(&"result"));
+    let text = |which: &str| -> String {
+        events
+            .iter()
+            .filter(|(n, _)| n == which)
+            .map(|(_, v)| v["data"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "first\nlast\n");
+    assert_eq!(text("stderr"), "warn\n");
+    let result = &events.last().unwrap().1;
+    assert_eq!(result["stdout"], "first\nlast\n");
+    assert_eq!(result["exit_code"], 0);
+    assert!(checked_running);
+}
+
+variants! {
+fn keys_are_required_hashed_limited_and_revocable(mode: Mode, db: Db) {
+    let s = Server::start(mode, db);
+    let body = json!({"language": "sh", "code": "echo ok"}).to_string();
+    let url = s.url("/v1/executions");
+    let (st, e) = request("POST", &url, None, Some(body.as_bytes()));
+    assert_eq!(st, 401, "{e:#}");
+    assert_eq!(e["error"]["code"], "unauthorized");
+    let (st, _) = request("POST", &url, Some("ick_not-a-key"), Some(body.as_bytes()));
+    assert_eq!(st, 401);
+    for path in ["/v1/executions", "/v1/languages", "/v1/profiles"] {
+        assert_eq!(request("GET", &s.url(path), None, None).0, 401, "{path}");
+    }
+    // Only the hash is stored: the secret appears nowhere in the data directory.
+    if db == Db::Sqlite {
+        let data = s.scratch.path.join("data");
+        for f in std::fs::read_dir(&data).unwrap().flatten() {
+            let bytes = std::fs::read(f.path()).unwrap_or_default();
+            assert!(!String::from_utf8_lossy(&bytes).contains(&s.key[4..]), "{:?} holds the key", f.path());
+        }
+    }
+    let (code, list, _) = s.key_cmd(&["list"]);
+    assert_eq!(code, 0);
+    assert!(list.contains("test") && list.contains("active") && !list.contains(&s.key), "{list}");
+
+    // Per-key rate limit: 429 with Retry-After.
+    let limited = s.create_key("limited", &["--rate-limit", "3"]);
+    for _ in 0..3 {
+        assert_eq!(request("GET", &s.url("/v1/languages"), Some(&limited), None).0, 200);
+    }
+    let (st, hs, _) = request_full("GET", &s.url("/v1/languages"), Some(&limited), None, &[]);
+    assert_eq!(st, 429);
+    assert!(hs.iter().any(|(k, v)| k.eq_ignore_ascii_case("retry-after") && v.parse::<u64>().unwrap() >= 1), "{hs:?}");
+
+    // Another key cannot see this key's executions.
+    let r = s.exec(json!({"language": "sh", "code": "echo mine"}));
+    let other = s.create_key("other", &[]);
+    let (st, _) = request("GET", &s.url(&format!("/v1/executions/{}", r["id"].as_str().unwrap())), Some(&other), None);
+    assert_eq!(st, 404);
+    let (_, l) = request("GET", &s.url("/v1/executions"), Some(&other), None);
+    assert_eq!(l["executions"].as_array().unwrap().len(), 0);
+
+    // Revoked while the server runs: refused from then on.
+    let (code, _, err) = s.key_cmd(&["revoke", "test"]);
+    assert_eq!(code, 0, "{err}");
+    let (st, e) = request("POST", &url, Some(&s.key), Some(body.as_bytes()));
+    assert_eq!(st, 401, "{e:#}");
+    let (code, _, err) = s.key_cmd(&["revoke", "no-such-key"]);
+    assert_eq!(code, 2, "{err}");
+}
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            max_body: 4096,
+            ..Options::default()
+        },
+    );
+    let url = s.url("/v1/executions");
+    let send = |body: &str| request("POST", &url, Some(&s.key), Some(body.as_bytes()));
+    let (st, e) = send("{\"language\": \"python\",\n \"code\": }");
+    assert_eq!(st, 400, "{e:#}");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("line 2"), "{m}");
+    let (st, e) = send(r#"{"language": "python", "code": "", "cod": 1}"#);
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `cod`"),
+        "{e:#}"
+    );
+    let (st, e) = send(r#"{"language": "cobol", "code": ""}"#);
+    assert_eq!(st, 400);
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("cobol") && m.contains("python") && m.contains("bash"),
+        "{m}"
+    );
+    for path in ["../etc/x", "/etc/passwd", "a/../../b", "a\u{0}b"] {
+        let body =
+            json!({"language": "python", "code": "", "files": [{"path": path, "content": "x"}]})
+                .to_string();
+        let (st, e) = send(&body);
+        assert_eq!(st, 400, "{path:?}: {e:#}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("files[0].path"),
+            "{e:#}"
+        );
+    }
+    let (st, e) = send(r#"{"language": "python", "code": "", "timeout_ms": 99999999}"#);
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("maximum"),
+        "{e:#}"
+    );
+    let big = json!({"language": "python", "code": "x".repeat(5000)}).to_string();
+    let (st, e) = send(&big);
+    assert_eq!(st, 413, "{e:#}");
+    assert_eq!(e["error"]["code"], "body_too_large");
+    let (st, e) = request("GET", &s.url("/v1/nothing"), Some(&s.key), None);
+    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, _) = s.get("/v1/executions?limit=0");
+    assert_eq!(st, 400);
+    // And the server is still fine.
+    assert_eq!(s.python("print(1)")["stdout"], "1\n");
+}
+
+#[test]
+fn service_endpoints_describe_themselves() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    assert_eq!(
+        request("GET", &s.url("/health"), None, None),
+        (200, json!({"status": "ok"}))
+    );
+    // Ready once the pool has filled (it starts filling at start-up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (st, ready) = loop {
+        let (st, ready) = request("GET", &s.url("/ready"), None, None);
+        if st == 200 || std::time::Instant::now() > deadline {
+            break (st, ready);
+        }
+        assert_eq!((st, &ready["pool_warm"]), (503, &json!(false)), "{ready:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(st, 200, "{ready:#}");
+    assert_eq!(
+        ready,
+        json!({"ready": true, "store": "ok", "pool_warm": true})
+    );
+    let (_, langs) = s.get("/v1/languages");
+    let names: Vec<&str> = langs["languages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    for l in ["bash", "python", "sh"] {
+        assert!(names.contains(&l), "{names:?}");
+    }
+    let (_, profiles) = s.get("/v1/profiles");
+    let p = profiles["profiles"].as_array().unwrap();
+    assert!(
+        p.iter()
+            .any(|p| p["name"] == "ai-strict" && p["default"] == true),
+        "{profiles:#}"
+    );
+    let (st, doc) = request("GET", &s.url("/openapi.json"), None, None);
+    assert_eq!(st, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{doc:#}"
+    );
+    for path in [
+        "/v1/executions",
+        "/v1/executions/{id}",
+        "/v1/languages",
+        "/v1/profiles",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    s.python("print(1)");
+    let (_, m) = request("GET", &s.url("/metrics"), None, None);
+    let text = m["text"].as_str().unwrap();
+    for metric in [
+        "ironcage_http_requests_total{method=\"POST\",route=\"/v1/executions\",status=\"200\"} 1",
+        "ironcage_http_request_duration_seconds_bucket{route=\"/v1/executions\",le=\"+Inf\"} 1",
+        "ironcage_executions_total{outcome=\"success\"} 1",
+        "ironcage_pool_idle{profile=\"ai-strict\"}",
+        "ironcage_pool_hits_total",
+        "ironcage_pool_misses_total",
+    ] {
+        assert!(text.contains(metric), "{metric} missing:\n{text}");
+    }
+}
+
+#[test]
+fn executions_are_in_the_tamper_evident_audit_log() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    let r = s.exec(json!({"language": "bash", "code": "echo hi", "env": {"API_TOKEN": "sk-live-abcdefghijklmnop1234"}}));
+    let log = s.scratch.path.join("data/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(r["id"].as_str().unwrap()), "{text}");
+    assert!(text.contains("run.end"));
+    assert!(!text.contains("sk-live-abcdefghijklmnop1234"));
+    let out = std::process::Command::new(binary())
+        .args(["audit", "verify", "--log"])
+        .arg(&log)
+        .args(["--key"])
+        .arg(s.scratch.path.join("data/audit.key.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn overload_gets_clean_503s_and_leaves_nothing_behind() {
+    let s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            pool_size: 2,
+            max_running: 2,
+            queue_timeout_ms: 200,
+            ..Options::default()
+        },
+    );
+    let key = s.create_key("many", &["--max-concurrent", "100"]);
+    let url = s.url("/v1/executions");
+    let body = json!({"language": "python", "code": "import time; time.sleep(0.5); print('ok')"})
+        .to_string();
+    let results: Vec<(u16, Value)> = std::thread::scope(|t| {
+        let hs: Vec<_> = (0..24)
+            .map(|_| t.spawn(|| request("POST", &url, Some(&key), Some(body.as_bytes()))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results
+        .iter()
+        .filter(|(st, v)| *st == 200 && v["stdout"] == "ok\n")
+        .count();
+    let busy = results
+        .iter()
+        .filter(|(st, v)| *st == 503 && v["error"]["code"] == "at_capacity")
+        .count();
+    assert_eq!(ok + busy, results.len(), "{results:#?}");
+    assert!(ok >= 2 && busy >= 1, "ok {ok} busy {busy}");
+    let mut s = s;
+    s.stop();
+    s.assert_no_leftovers();
+    assert!(
+        s.new_orphan_cgroups().is_empty(),
+        "{:?}",
+        s.new_orphan_cgroups()
+    );
+}
+
+variants! {
+fn a_killed_server_leaves_nothing_and_records_its_executions_as_failed(mode: Mode, db: Db) {
+    let mut s = Server::start(mode, db);
+    let id = std::thread::scope(|t| {
+        let h = t.spawn(|| {
+            let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+            let resp = agent
+                .post(&s.url("/v1/executions?stream=true"))
+                .set("Authorization", &format!("Bearer {}", s.key))
+                .send_string(&json!({"language": "bash", "code": "echo started; sleep 120"}).to_string())
+                .unwrap();
+            let mut id = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(resp.into_reader())) {
+                let Ok(line) = line else { break };
+                if let Some(d) = line.strip_prefix("data: ") {
+                    let v: Value = serde_json::from_str(d).unwrap();
+                    if let Some(i) = v["id"].as_str() { id = i.to_string(); }
+                    if v["data"] == "started\n" { break; }
+                }
+            }
+            id
+        });
+        h.join().unwrap()
+    });
+    assert!(id.starts_with("exe_"));
+    assert!(!s.leftovers().is_empty(), "the running sandbox should be visible");
+    s.kill9();
+    // Hosts notice their server is gone, kill their sandboxes and remove their cgroups.
+    s.assert_no_leftovers();
+    assert!(host_processes_with("sleep 120").is_empty());
+    assert!(s.new_orphan_cgroups().is_empty(), "{:?}", s.new_orphan_cgroups());
+    s.spawn();
+    let (st, e) = s.get(&format!("/v1/executions/{id}"));
+    assert_eq!(st, 200);
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert!(e["error"].as_str().unwrap().contains("server stopped"), "{e:#}");
+    assert_eq!(s.python("print(5)")["stdout"], "5\n");
+}
+}
+
+#[test]
+fn bad_config_files_are_named_with_line_and_field() {
+    let dir = Scratch::new();
+    let cfg = dir.file("bad.yaml", "listen: 127.0.0.1:0\npool:\n  sizee: 3\n");
+    let mut c = ironcage(Mode::Root);
+    c.args(["serve", "--config"]).arg(&cfg);
+    let (code, _, err) = spawn(c, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.yaml") && err.contains("sizee") && err.contains("line 3"),
+        "{err}"
+    );
+    let mut c = ironcage(Mode::Root);
+    c.args(["serve", "--data-dir"])
+        .arg(dir.path.join("d"))
+        .env("API_PORT", "http");
+    let (code, _, err) = spawn(c, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("API_PORT"), "{err}");
+}
