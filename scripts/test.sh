@@ -16,6 +16,10 @@ command -v git >/dev/null || need+=(git)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v bash >/dev/null || need+=(bash)
+command -v curl >/dev/null || need+=(curl)
+# A real PostgreSQL server for the execution service's store tests.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -23,6 +27,18 @@ fi
 
 id -u ironcage-test >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ironcage-test
 export IRONCAGE_TEST_USER=ironcage-test
+
+# A private PostgreSQL instance (its own directory and port, trust auth on loopback), not
+# the system's cluster; stopped when the tests end.
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pg_dir=$(mktemp -d /tmp/ironcage-pg.XXXXXX)
+chown postgres: "$pg_dir"
+pg_port=54329
+runuser -u postgres -- "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+  -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+trap 'runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$pg_dir"' EXIT
+export IRONCAGE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

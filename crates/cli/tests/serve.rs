@@ -569,3 +569,166 @@ fn bad_config_files_are_named_with_line_and_field() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("API_PORT"), "{err}");
 }
+
+/// 2,000 requests from 50 concurrent clients: every one gets its own correct answer or a
+/// clean 503, the history holds exactly the answered ones, and nothing is left behind.
+#[test]
+fn load_of_2000_requests_at_concurrency_50() {
+    let mut s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            pool_size: 4,
+            max_running: 8,
+            queue_timeout_ms: 20_000,
+            ..Options::default()
+        },
+    );
+    let key = s.create_key(
+        "load",
+        &["--max-concurrent", "100", "--rate-limit", "100000"],
+    );
+    let url = s.url("/v1/executions");
+    let results: Vec<(u16, bool)> = std::thread::scope(|t| {
+        let hs: Vec<_> = (0..50)
+            .map(|client| {
+                let (url, key) = (&url, &key);
+                t.spawn(move || {
+                    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+                    (0..40)
+                        .map(|i| {
+                            let marker = format!("{client}-{i}");
+                            let body = if i % 10 == 0 {
+                                json!({"language": "python", "code": "import sys; print(sys.argv[1])", "args": [marker]})
+                            } else {
+                                json!({"language": "sh", "code": "echo \"$1\"", "args": [marker]})
+                            };
+                            let r = agent
+                                .post(url)
+                                .set("Authorization", &format!("Bearer {key}"))
+                                .send_string(&body.to_string());
+                            match r {
+                                Ok(r) => {
+                                    let v: Value = r.into_json().unwrap();
+                                    (200, v["stdout"] == format!("{marker}\n") && v["exit_code"] == 0)
+                                }
+                                Err(ureq::Error::Status(code, r)) => {
+                                    let v: Value = r.into_json().unwrap_or_default();
+                                    (code, v["error"]["code"] == "at_capacity")
+                                }
+                                Err(e) => panic!("transport error: {e}"),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.len(), 2000);
+    let wrong: Vec<_> = results
+        .iter()
+        .filter(|(st, ok)| !ok || !matches!(st, 200 | 503))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let answered = results.iter().filter(|(st, _)| *st == 200).count();
+    assert!(
+        answered >= 1900,
+        "only {answered} of 2000 answered (the rest 503)"
+    );
+    let (_, m) = request("GET", &s.url("/metrics"), None, None);
+    let text = m["text"].as_str().unwrap();
+    let total: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("ironcage_executions_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total as usize, answered, "{text}");
+    assert!(text.contains("ironcage_executions_running 0"), "{text}");
+    s.stop();
+    s.assert_no_leftovers();
+    assert!(
+        s.new_orphan_cgroups().is_empty(),
+        "{:?}",
+        s.new_orphan_cgroups()
+    );
+}
+
+/// kill -9 while 20 executions run: the sandboxes die with their hosts, and the restarted
+/// server records every one of them as failed; none is lost or left running.
+#[test]
+fn kill_9_under_load_then_restart() {
+    let mut s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            pool_size: 4,
+            max_running: 20,
+            ..Options::default()
+        },
+    );
+    let url = s.url("/v1/executions");
+    let key = s.create_key("many", &["--max-concurrent", "100"]);
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let (url, key) = (url.clone(), key.clone());
+            std::thread::spawn(move || {
+                let body = json!({"language": "bash", "code": format!("echo go-{i}; sleep 60")});
+                // The connection breaks when the server dies: an error is expected.
+                let _ = request_full(
+                    "POST",
+                    &url,
+                    Some(&key),
+                    Some(body.to_string().as_bytes()),
+                    &[],
+                );
+            })
+        })
+        .collect();
+    // Wait until all 20 are running (one sandbox host per execution, plus the idle pool).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, l) = request(
+            "GET",
+            &s.url("/v1/executions?status=running&limit=100"),
+            Some(&key),
+            None,
+        );
+        if l["executions"].as_array().map_or(0, Vec::len) == 20
+            && host_processes_with("sleep 60").len() == 20
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "executions did not all start: {l:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.kill9();
+    for c in clients {
+        let _ = c.join();
+    }
+    s.assert_no_leftovers();
+    assert!(
+        host_processes_with("sleep 60").is_empty(),
+        "{:?}",
+        host_processes_with("sleep 60")
+    );
+    assert!(
+        s.new_orphan_cgroups().is_empty(),
+        "{:?}",
+        s.new_orphan_cgroups()
+    );
+    s.spawn();
+    let (_, l) = request("GET", &s.url("/v1/executions?limit=100"), Some(&key), None);
+    let all = l["executions"].as_array().unwrap();
+    assert_eq!(all.len(), 20, "{l:#}");
+    assert!(all.iter().all(|e| e["status"] == "failed"), "{l:#}");
+    assert_eq!(s.python("print('after')")["stdout"], "after\n");
+}

@@ -56,6 +56,14 @@ pub enum Status {
     Signaled {
         signal: i32,
     },
+    /// The workload's resource usage, sent by a held sandbox's init just before its exit
+    /// status: the supervisor reports without waiting for init's own exit (tearing down the
+    /// namespaces takes milliseconds).
+    Usage {
+        user_us: u64,
+        system_us: u64,
+        max_rss_kib: u64,
+    },
 }
 
 /// Descriptors and pre-opened mounts the child inherits from the supervisor.
@@ -220,6 +228,11 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
         Err(e) => fail(status, "start workload", e),
     };
     drop(io.notify);
+    // A held sandbox's output pipes end when the workload's processes end: init, which
+    // outlives them for a while (namespace teardown), lets go of its copies.
+    if plan.held {
+        let _ = sys::null_stdio();
+    }
     // init needs no privilege from here on.
     let _ = sys::restrict_capabilities(&[]);
     let _ = sys::set_no_new_privs();
@@ -235,12 +248,22 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
         loop {
             match sys::wait4(-1, libc::WNOHANG) {
                 Ok((0, _, _)) | Err(_) => break,
-                Ok((pid, raw, _)) if pid == workload => {
+                Ok((pid, raw, ru)) if pid == workload => {
                     let s = match (sys::raw_status_exit(raw), sys::raw_status_signal(raw)) {
                         (Some(code), _) => Status::Exited { code },
                         (_, Some(signal)) => Status::Signaled { signal },
                         _ => continue,
                     };
+                    if plan.held {
+                        send(
+                            status,
+                            &Status::Usage {
+                                user_us: ru.user_us,
+                                system_us: ru.system_us,
+                                max_rss_kib: ru.max_rss_kib,
+                            },
+                        );
+                    }
                     send(status, &s);
                     // Exiting tears down the pid namespace: the kernel SIGKILLs the rest.
                     sys::exit_now(match s {

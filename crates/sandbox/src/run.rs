@@ -45,7 +45,8 @@ pub struct Context<'a> {
     /// Give the sandbox a pty of its own and relay it to our stdin/stdout (a terminal).
     pub relay_tty: bool,
     /// A held sandbox (`plan.held`): the control socket on which we say `ready`, receive
-    /// the job, and learn of cancellation (the caller hanging up). Excludes `relay_tty`.
+    /// the job, learn of cancellation (the caller hanging up) and send the report (one
+    /// line, `{"report": ...}`). Excludes `relay_tty`.
     pub held: Option<std::os::fd::RawFd>,
 }
 
@@ -62,8 +63,26 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     // The sandbox shares our stdin/stdout/stderr: whatever it does to their flags or to the
     // terminal's settings (O_NONBLOCK, echo off, raw mode) is undone when it ends.
     let stdio = sys::save_stdio();
-    let result = run_in(plan, ctx, &mut cg, started, started_at);
+    let mut teardown = None;
+    let result = run_in(plan, ctx, &mut cg, &mut teardown, started, started_at);
     sys::restore_stdio(&stdio);
+    // A held sandbox's caller gets the report, and the end of the output streams we share
+    // with the sandbox, before the clean-up below: it need not wait for it.
+    if let (Some(ctl), Ok(report)) = (ctx.held, result.as_ref()) {
+        if let Ok(mut line) = serde_json::to_vec(&serde_json::json!({ "report": report })) {
+            line.push(b'\n');
+            let _ = sys::write_all(ctl, &line);
+        }
+        let _ = sys::null_stdout_stderr();
+    }
+    if let Some(t) = teardown {
+        // Whatever the workload left running dies with init.
+        let _ = sys::kill(t.pid, libc::SIGKILL);
+        let _ = sys::wait4(t.pid, 0);
+        if let Some(h) = t.notifier {
+            let _ = h.join();
+        }
+    }
     if let Some(cg) = cg.as_mut() {
         cg.remove();
     }
@@ -122,10 +141,44 @@ fn create_cgroup(plan: &Plan, ctx: &Context<'_>) -> Result<Option<RunCgroup>, Ru
     }
 }
 
+/// What is left to do after a held sandbox was reported early: kill and reap init (its
+/// exit waits for the namespaces to be torn down) and collect the notifier thread.
+struct Teardown {
+    pid: i32,
+    notifier: Option<std::thread::JoinHandle<()>>,
+}
+
+fn workload_ended(status_buf: &[u8]) -> bool {
+    String::from_utf8_lossy(status_buf)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Status>(l).ok())
+        .any(|s| matches!(s, Status::Exited { .. } | Status::Signaled { .. }))
+}
+
+fn usage_status(status_buf: &[u8]) -> sys::Rusage {
+    String::from_utf8_lossy(status_buf)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Status>(l).ok())
+        .find_map(|s| match s {
+            Status::Usage {
+                user_us,
+                system_us,
+                max_rss_kib,
+            } => Some(sys::Rusage {
+                user_us,
+                system_us,
+                max_rss_kib,
+            }),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn run_in(
     plan: &Plan,
     ctx: &Context<'_>,
     cg_slot: &mut Option<RunCgroup>,
+    teardown: &mut Option<Teardown>,
     started: Instant,
     started_at: u128,
 ) -> Result<RunReport, RunError> {
@@ -310,6 +363,7 @@ fn run_in(
 
     let deadline = timeout.and_then(|t| started.checked_add(t));
     let mut ctl_open = ctx.held.is_some() && !cancelled;
+    let mut early = false;
     let mut timed_out = false;
     let mut status_buf = Vec::new();
     let mut status_open = true;
@@ -366,6 +420,12 @@ fn run_in(
                 Ok(0) | Err(_) => status_open = false,
                 Ok(n) => status_buf.extend_from_slice(&buf[..n]),
             }
+            // A held sandbox is reported as soon as its workload has ended; init's exit
+            // (and the namespace teardown it waits for) happens after the report.
+            if ctx.held.is_some() && workload_ended(&status_buf) {
+                early = true;
+                break;
+            }
         }
         if let Some(r) = relay.as_mut() {
             r.handle(&rev[3..ctl_at]);
@@ -403,19 +463,26 @@ fn run_in(
     if let Some(r) = relay.as_mut() {
         r.drain();
     }
-    let (_, raw, rusage) = sys::wait4(pid, 0).map_err(io("wait for sandbox"))?;
-    let _ = sys::set_sigmask(&old_mask);
-    // Drain what init wrote before exiting.
-    loop {
-        let mut buf = [0u8; 4096];
-        match sys::read(st_r.as_raw_fd(), &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => status_buf.extend_from_slice(&buf[..n]),
+    let (raw, rusage) = if early {
+        let _ = sys::set_sigmask(&old_mask);
+        *teardown = Some(Teardown { pid, notifier });
+        (0, usage_status(&status_buf))
+    } else {
+        let (_, raw, rusage) = sys::wait4(pid, 0).map_err(io("wait for sandbox"))?;
+        let _ = sys::set_sigmask(&old_mask);
+        // Drain what init wrote before exiting.
+        loop {
+            let mut buf = [0u8; 4096];
+            match sys::read(st_r.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => status_buf.extend_from_slice(&buf[..n]),
+            }
         }
-    }
-    if let Some(h) = notifier {
-        let _ = h.join();
-    }
+        if let Some(h) = notifier {
+            let _ = h.join();
+        }
+        (raw, rusage)
+    };
     let wall = started.elapsed();
     let usage = cg.map(|c| c.usage()).unwrap_or_default();
 
@@ -507,6 +574,7 @@ fn run_in(
                 outcome = Outcome::Signaled;
                 signal = Some(*s);
             }
+            Status::Usage { .. } => {}
         }
     }
     if statuses.is_empty() {

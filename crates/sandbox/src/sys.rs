@@ -1325,3 +1325,20 @@ pub fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Points our stdout and stderr at /dev/null (closing the pipes they were), so a reader
+/// sees end-of-file without waiting for us to exit.
+pub fn null_stdout_stderr() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    dup2(null.as_raw_fd(), 1)?;
+    dup2(null.as_raw_fd(), 2)
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+pub fn null_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    (0..3).try_for_each(|fd| dup2(null.as_raw_fd(), fd))
+}

@@ -372,6 +372,7 @@ async fn run_execution(
             stderr: Default::default(),
         },
     };
+    app.pool.refill(&planned.profile);
     let report = ran.report.as_ref().ok().cloned();
     let result = execution::result_of(id, &planned, created, ran, limit);
     let outcome = if result.status == "failed" {
@@ -400,11 +401,15 @@ async fn run_execution(
         .execution(outcome, started.elapsed().as_secs_f64(), &kinds);
     app.metrics.running(-1);
 
+    // The store and the audit log are written at once (different disks' worth of waiting).
     let doc = serde_json::to_string(&result).unwrap_or_default();
-    if let Err(e) = app.store.finish_execution(id, &result.status, &doc).await {
+    let (stored, ()) = tokio::join!(
+        app.store.finish_execution(id, &result.status, &doc),
+        record_audit(app, id, key_id, &planned, report, &result)
+    );
+    if let Err(e) = stored {
         tracing::error!("recording execution {id}: {e}");
     }
-    record_audit(app, id, key_id, &planned, report, &result).await;
     result
 }
 

@@ -353,7 +353,12 @@ pub async fn run(
             }
         }
     };
-    let _ = warm.child.wait().await;
+    // The host sent its report before cleaning up (cgroup removal, init's teardown): it
+    // is reaped in the background rather than waited for.
+    let mut child = warm.child;
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
     ran
 }
 

@@ -92,10 +92,8 @@ pub fn main(spec_json: &str) -> i32 {
         }
     };
     match host(spec_json) {
-        Ok(report) => {
-            say(&mut ctl, &HostMessage::Report(Box::new(report)));
-            0
-        }
+        // The engine has sent the report already (before its clean-up).
+        Ok(_) => 0,
         Err(e) => {
             say(&mut ctl, &HostMessage::Error(e));
             1

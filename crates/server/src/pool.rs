@@ -166,7 +166,12 @@ impl Pool {
             }
         }
         self.report_idle();
-        self.refill(profile);
+        // Building a sandbox takes CPU that the execution we are about to start would
+        // compete for (two cores here): while others are idle, the caller refills after
+        // its execution (`refill`); an empty pool starts refilling now.
+        if found.is_none() || self.idle_count(profile) == 0 {
+            self.refill(profile);
+        }
         match found {
             Some(w) => {
                 self.metrics.pool_hit();
