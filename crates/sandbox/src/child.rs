@@ -28,7 +28,7 @@
 //! 11. hand the seccomp listener to the supervisor through the one sendmsg the filter allows,
 //!     then execve. Both descriptors are close-on-exec.
 
-use crate::job::Job;
+use crate::job::{FileKind, Job};
 use crate::landlock_apply;
 use crate::plan::{MountStep, Plan, Rlimit};
 use crate::sys;
@@ -77,6 +77,8 @@ pub struct ChildIo {
     /// Socket to hand the supervisor the master of a pty we open for the sandbox, when the
     /// caller is on a terminal.
     pub tty: Option<RawFd>,
+    /// A held sandbox: where the working directory's capture goes (a job frame).
+    pub capture: Option<OwnedFd>,
 }
 
 /// Stage directory the new root is assembled on. Any existing directory would do: all bind
@@ -189,11 +191,15 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     // A held sandbox (warm pool) waits here, fully built, for its job: the command, its
     // stdin and files. Everything the job sets is applied to init's own copy of the plan.
     let job_plan;
+    let mut capture_to = None;
     let plan = if plan.held {
         let job = match Job::read_from(|b| sys::read_exact(io.go.as_raw_fd(), b)) {
             Ok(job) => job,
             Err(e) => fail(status, "receive job", e),
         };
+        if job.capture {
+            capture_to = io.capture;
+        }
         match apply_job(plan, job) {
             Ok(p) => {
                 job_plan = p;
@@ -265,6 +271,9 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
                         );
                     }
                     send(status, &s);
+                    if let Some(fd) = capture_to.as_ref() {
+                        send_capture(fd.as_raw_fd(), &plan.working_dir);
+                    }
                     // Exiting tears down the pid namespace: the kernel SIGKILLs the rest.
                     sys::exit_now(match s {
                         Status::Exited { code } => code,
@@ -276,6 +285,31 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
             }
         }
     }
+}
+
+/// Ends every other process of the sandbox (nothing may change the files while they are
+/// read), then writes the working directory as a job frame; an empty frame with an error
+/// marker if it cannot be read. Runs in init after the workload has exited.
+fn send_capture(fd: RawFd, dir: &Path) {
+    let _ = sys::kill(-1, libc::SIGKILL);
+    // Reap what we just killed, so nothing holds files open mid-read.
+    while let Ok((pid, _, _)) = sys::wait4(-1, 0) {
+        if pid <= 0 {
+            break;
+        }
+    }
+    let frame = match crate::job::capture(dir) {
+        Ok(files) => Job {
+            argv: vec!["capture".into()],
+            files,
+            ..Job::default()
+        },
+        Err(e) => Job {
+            argv: vec!["capture-failed".into(), e.to_string()],
+            ..Job::default()
+        },
+    };
+    let _ = sys::write_all(fd, &frame.encode());
 }
 
 /// Makes the plan a held sandbox runs its job with, and puts the job's files and stdin in
@@ -302,11 +336,27 @@ fn apply_job(plan: &Plan, job: Job) -> Result<Plan, StepError> {
             p.rlimits.push((Rlimit::FileSize, fsize));
         }
     }
-    for f in &job.files {
+    // Symbolic links last: until then no path can lead out of the working directory
+    // (paths are checked relative and `..`-free, and the directory starts empty).
+    let (links, entries): (Vec<_>, Vec<_>) = job
+        .files
+        .iter()
+        .partition(|f| f.kind == FileKind::Symlink);
+    for f in entries {
         use std::io::Write as _;
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         let path = p.working_dir.join(&f.path);
         let name = || format!("write file {}", f.path);
+        if f.kind == FileKind::Dir {
+            step(
+                name,
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&path),
+            )?;
+            continue;
+        }
         if let Some(parent) = path.parent() {
             step(
                 name,
@@ -327,6 +377,15 @@ fn apply_job(plan: &Plan, job: Job) -> Result<Plan, StepError> {
                 .open(&path),
         )?;
         step(name, out.write_all(&f.content))?;
+    }
+    for f in links {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = p.working_dir.join(&f.path);
+        let target = std::ffi::OsStr::from_bytes(&f.content);
+        step(
+            || format!("link {}", f.path),
+            std::os::unix::fs::symlink(target, &path),
+        )?;
     }
     let stdin = if job.stdin.is_empty() {
         step(

@@ -36,6 +36,10 @@ pub struct Job {
     /// RLIMIT_FSIZE for the workload; never raises the plan's.
     #[serde(default)]
     pub max_file_size: Option<u64>,
+    /// After the workload ends, end whatever it left running and send back the working
+    /// directory's contents (see `capture`): a long-lived sandbox's files between commands.
+    #[serde(default)]
+    pub capture: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -46,6 +50,20 @@ pub struct JobFile {
     pub content: Vec<u8>,
     #[serde(default)]
     pub executable: bool,
+    #[serde(default)]
+    pub kind: FileKind,
+}
+
+/// What an entry of the working directory is. Directories and symbolic links come only
+/// from captures (the API takes files).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    #[default]
+    File,
+    Dir,
+    /// `content` is the link's target.
+    Symlink,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,6 +163,7 @@ impl Job {
                     path: f.path.clone(),
                     content: Vec::new(),
                     executable: f.executable,
+                    kind: f.kind,
                 })
                 .collect(),
             ..self.clone()
@@ -201,18 +220,26 @@ mod tests {
                 JobFile {
                     path: "main.py".into(),
                     content: b"print(1)\n".to_vec(),
-                    executable: false,
+                    ..JobFile::default()
                 },
                 JobFile {
                     path: "d/x.bin".into(),
                     content: (0..=255u8).collect(),
                     executable: true,
+                    ..JobFile::default()
+                },
+                JobFile {
+                    path: "d/link".into(),
+                    content: b"../main.py".to_vec(),
+                    kind: FileKind::Symlink,
+                    ..JobFile::default()
                 },
             ],
             timeout_ms: Some(5),
             memory_limit_bytes: Some(1 << 20),
             cpu_seconds: Some(3),
             max_file_size: None,
+            capture: true,
         };
         let bytes = job.encode();
         let mut cur = std::io::Cursor::new(bytes);
@@ -253,4 +280,68 @@ mod tests {
         let mut cur = std::io::Cursor::new(huge);
         assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
     }
+}
+
+/// Limits of a capture: a working directory is a size-limited tmpfs, but its entries and
+/// the frame are bounded here too.
+pub const MAX_CAPTURE_ENTRIES: usize = 100_000;
+
+/// The working directory's entries (parents before children; symlinks not followed;
+/// FIFOs, sockets and devices skipped), as a job frame's files. Runs in init.
+pub fn capture(dir: &Path) -> std::io::Result<Vec<JobFile>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join(&rel))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for name in names.into_iter().rev() {
+            let rel_path = rel.join(&name);
+            let Some(path_str) = rel_path.to_str().map(str::to_string) else {
+                continue; // not UTF-8: cannot travel in the frame's JSON header
+            };
+            let full = dir.join(&rel_path);
+            let meta = std::fs::symlink_metadata(&full)?;
+            let ft = meta.file_type();
+            let entry = if ft.is_dir() {
+                stack.push(rel_path.clone());
+                JobFile {
+                    path: path_str,
+                    kind: FileKind::Dir,
+                    ..JobFile::default()
+                }
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&full)?;
+                JobFile {
+                    path: path_str,
+                    content: target.into_os_string().into_encoded_bytes(),
+                    kind: FileKind::Symlink,
+                    ..JobFile::default()
+                }
+            } else if ft.is_file() {
+                JobFile {
+                    path: path_str,
+                    content: std::fs::read(&full)?,
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                    kind: FileKind::File,
+                }
+            } else {
+                continue;
+            };
+            total += entry.content.len();
+            if out.len() >= MAX_CAPTURE_ENTRIES || total > MAX_JOB {
+                return Err(std::io::Error::other(format!(
+                    "working directory holds more than {MAX_CAPTURE_ENTRIES} entries or {MAX_JOB} bytes"
+                )));
+            }
+            out.push(entry);
+        }
+    }
+    // Parents first: a directory precedes what it holds.
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }

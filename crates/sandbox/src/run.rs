@@ -75,6 +75,17 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
         }
         let _ = sys::null_stdout_stderr();
     }
+    // Then the working directory, forwarded as it comes: a `capture` line, then the frame.
+    if let (Some(ctl), Some(cap)) = (ctx.held, teardown.as_mut().and_then(|t| t.capture.take())) {
+        if sys::write_all(ctl, b"{\"capture\":true}\n").is_ok() {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = sys::read(cap.as_raw_fd(), &mut buf) {
+                if n == 0 || sys::write_all(ctl, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
     if let Some(t) = teardown {
         // Whatever the workload left running dies with init.
         let _ = sys::kill(t.pid, libc::SIGKILL);
@@ -146,6 +157,8 @@ fn create_cgroup(plan: &Plan, ctx: &Context<'_>) -> Result<Option<RunCgroup>, Ru
 struct Teardown {
     pid: i32,
     notifier: Option<std::thread::JoinHandle<()>>,
+    /// The working directory's capture, when the job asked for one.
+    capture: Option<OwnedFd>,
 }
 
 fn workload_ended(status_buf: &[u8]) -> bool {
@@ -205,6 +218,14 @@ fn run_in(
     let mut relay: Option<crate::tty::Relay> = None;
     let (go_r, go_w) = sys::pipe().map_err(io("pipe"))?;
     let (st_r, st_w) = sys::pipe().map_err(io("pipe"))?;
+    // A held sandbox's working-directory capture (long-lived sandboxes).
+    let (cap_r, cap_w) = match ctx.held {
+        Some(_) => {
+            let (r, w) = sys::pipe().map_err(io("pipe"))?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
     let (nt_parent, nt_child) = sys::socketpair().map_err(io("socketpair"))?;
 
     // Signals we forward to the sandbox; blocked so the signalfd sees them. The child
@@ -249,7 +270,7 @@ fn run_in(
     };
     let pid = match cloned.map_err(io("clone into new namespaces"))? {
         None => {
-            drop((go_w, st_r, nt_parent, sigfd));
+            drop((go_w, st_r, nt_parent, sigfd, cap_r));
             child::init_main(
                 plan,
                 ChildIo {
@@ -258,12 +279,13 @@ fn run_in(
                     notify: nt_child,
                     detached,
                     tty: tty_pair.as_ref().map(|(_, c)| c.as_raw_fd()),
+                    capture: cap_w,
                 },
             )
         }
         Some(pid) => pid,
     };
-    drop((go_r, st_w, nt_child, detached));
+    drop((go_r, st_w, nt_child, detached, cap_w));
     let tty_parent = tty_pair.map(|(p, _child_end_dropped_here)| p);
 
     // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
@@ -313,10 +335,12 @@ fn run_in(
     let (mut started, mut started_at, mut timeout) = (started, started_at, plan.timeout);
     let mut cancelled = false;
     let (mut command, mut file_size) = (plan.argv.clone(), None);
+    let mut capture_wanted = false;
     if let Some(ctl) = ctx.held {
         match receive_job(ctl, &pidfd) {
             Some(job) => {
                 command.clone_from(&job.argv);
+                capture_wanted = job.capture;
                 file_size = job.max_file_size;
                 started = Instant::now();
                 started_at = unix_ms();
@@ -465,7 +489,11 @@ fn run_in(
     }
     let (raw, rusage) = if early {
         let _ = sys::set_sigmask(&old_mask);
-        *teardown = Some(Teardown { pid, notifier });
+        *teardown = Some(Teardown {
+            pid,
+            notifier,
+            capture: if capture_wanted { cap_r } else { None },
+        });
         (0, usage_status(&status_buf))
     } else {
         let (_, raw, rusage) = sys::wait4(pid, 0).map_err(io("wait for sandbox"))?;

@@ -178,12 +178,13 @@ pub fn plan(
             path: f.path,
             content,
             executable: f.executable,
+            ..JobFile::default()
         });
     }
     files.push(JobFile {
         path: lang.file.clone(),
         content: req.code.into_bytes(),
-        executable: false,
+        ..JobFile::default()
     });
     let mut argv: Vec<String> = lang
         .command
@@ -213,6 +214,7 @@ pub fn plan(
         memory_limit_bytes: Some(memory),
         cpu_seconds: Some(cpu),
         max_file_size: Some(l.max_file_size),
+        capture: false,
     };
     Ok(Planned {
         job,
