@@ -732,3 +732,89 @@ fn kill_9_under_load_then_restart() {
     assert!(all.iter().all(|e| e["status"] == "failed"), "{l:#}");
     assert_eq!(s.python("print('after')")["stdout"], "after\n");
 }
+
+variants! {
+fn long_lived_sandboxes_keep_files_between_commands(mode: Mode, db: Db) {
+    let s = Server::start_with(mode, db, Options {
+        extra: "sandboxes:\n  max_workspace_bytes: 1048576\n".into(),
+        ..Options::default()
+    });
+    let (st, sb) = s.post("/v1/sandboxes", &json!({"language": "python", "env": {"STEP": "one"}, "ttl_seconds": 60}));
+    assert_eq!(st, 201, "{sb:#}");
+    let id = sb["id"].as_str().unwrap().to_string();
+    let base = format!("/v1/sandboxes/{id}");
+    // A file put over HTTP, then read and changed by a command.
+    let (st, _, _) = request_full("PUT", &s.url(&format!("{base}/files/data/in.txt")), Some(&s.key), Some(b"from put\n"), &[]);
+    assert_eq!(st, 200);
+    let (st, r) = s.post(&format!("{base}/commands"), &json!({"cmd": "bash", "args": ["-c",
+        "cat data/in.txt; echo \"$STEP\" >> data/in.txt; mkdir -p out; echo made > out/x; ln -s data/in.txt link; mkfifo fifo; (sleep 300 &)"]}));
+    assert_eq!(st, 200, "{r:#}");
+    assert_eq!((r["stdout"].as_str(), r["files_saved"].as_bool()), (Some("from put\n"), Some(true)), "{r:#}");
+    assert!(host_processes_with("sleep 300").is_empty(), "processes do not outlive their command");
+    // The next command (with code, in the sandbox's language) sees what the last one left.
+    let (_, r) = s.post(&format!("{base}/commands"), &json!({"code": "import os\nprint(open('data/in.txt').read(), os.readlink('link'), open('out/x').read(), os.path.exists('fifo'))"}));
+    assert_eq!(r["stdout"], "from put\none\n data/in.txt made\n False\n", "{r:#}");
+    let (st, _, body) = request_full("GET", &s.url(&format!("{base}/files/data/in.txt")), Some(&s.key), None, &[]);
+    assert_eq!((st, body.as_str()), (200, "from put\none\n"));
+    let (_, list) = s.get(&format!("{base}/files"));
+    let paths: Vec<&str> = list["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["data", "data/in.txt", "link", "main.py", "out", "out/x"], "{list:#}");
+    // Links are data: never followed by the server.
+    let (st, e) = s.get(&format!("{base}/files/link"));
+    assert_eq!(st, 409, "{e:#}");
+    let (st, e) = request("PUT", &s.url(&format!("{base}/files/link/x")), Some(&s.key), Some(b"x"));
+    assert_eq!(st, 409, "{e:#}");
+    for bad in ["../x", "a/../../x", "%2e%2e/x"] {
+        let (st, e) = request("PUT", &s.url(&format!("{base}/files/{bad}")), Some(&s.key), Some(b"x"));
+        assert!(st == 400 || st == 404, "{bad}: {st} {e:#}");
+    }
+    // A command that times out leaves the files as they were.
+    let (_, r) = s.post(&format!("{base}/commands"), &json!({"cmd": "bash", "args": ["-c", "echo lost > data/in.txt; sleep 30"], "timeout_ms": 500}));
+    assert_eq!((r["timed_out"].as_bool(), r["files_saved"].as_bool()), (Some(true), Some(false)), "{r:#}");
+    let (_, _, body) = request_full("GET", &s.url(&format!("{base}/files/data/in.txt")), Some(&s.key), None, &[]);
+    assert_eq!(body, "from put\none\n");
+    // Files beyond the server's per-sandbox limit are not kept.
+    let (_, r) = s.post(&format!("{base}/commands"), &json!({"cmd": "bash", "args": ["-c", "head -c 2000000 /dev/zero > big"]}));
+    assert_eq!(r["files_saved"], false, "{r:#}");
+    assert!(r["files_note"].as_str().unwrap().contains("1048576"), "{r:#}");
+    // Another key sees nothing; deletion is final.
+    let other = s.create_key("other", &[]);
+    assert_eq!(request("GET", &s.url(&base), Some(&other), None).0, 404);
+    assert_eq!(request("DELETE", &s.url(&base), Some(&s.key), None).0, 204);
+    assert_eq!(s.get(&base).0, 404);
+    // Expiry.
+    let (_, sb) = s.post("/v1/sandboxes", &json!({"ttl_seconds": 1}));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.get(&format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap())).0, 404);
+    // Commands are executions too: in the history.
+    let (_, h) = s.get("/v1/executions?limit=100");
+    assert!(h["executions"].as_array().unwrap().len() >= 4, "{h:#}");
+}
+}
+
+#[test]
+fn a_sandbox_cannot_use_its_stored_files_to_reach_the_host() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    let (_, sb) = s.post("/v1/sandboxes", &json!({}));
+    let base = format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap());
+    // Links planted to host paths, and paths that look like escapes, are stored as links.
+    let (_, r) = s.post(&format!("{base}/commands"), &json!({"cmd": "bash", "args": ["-c",
+        "ln -s /etc/shadow shadow; ln -s /proc/1/root root1; ln -s / rootdir; mkdir -p d; ln -s ../../../../etc d/up"]}));
+    assert_eq!(r["files_saved"], true, "{r:#}");
+    // Restored inside the next sandbox they lead only to what that sandbox may see.
+    let (_, r) = s.post(
+        &format!("{base}/commands"),
+        &json!({"cmd": "bash", "args": ["-c",
+        "cat shadow 2>&1; ls rootdir/root 2>&1; cat d/up/shadow 2>&1; ls root1/ | head -3"]}),
+    );
+    let out = r["stdout"].as_str().unwrap();
+    assert!(!out.contains("root:"), "{out}");
+    assert!(out.contains("No such file"), "{out}");
+    // And the server never follows them.
+    for link in ["shadow", "root1", "rootdir", "d/up"] {
+        let (st, _) = s.get(&format!("{base}/files/{link}"));
+        assert_eq!(st, 409, "{link}");
+    }
+    let (st, _) = s.get(&format!("{base}/files/rootdir/etc/passwd"));
+    assert_eq!(st, 404);
+}

@@ -338,10 +338,8 @@ fn apply_job(plan: &Plan, job: Job) -> Result<Plan, StepError> {
     }
     // Symbolic links last: until then no path can lead out of the working directory
     // (paths are checked relative and `..`-free, and the directory starts empty).
-    let (links, entries): (Vec<_>, Vec<_>) = job
-        .files
-        .iter()
-        .partition(|f| f.kind == FileKind::Symlink);
+    let (links, entries): (Vec<_>, Vec<_>) =
+        job.files.iter().partition(|f| f.kind == FileKind::Symlink);
     for f in entries {
         use std::io::Write as _;
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};

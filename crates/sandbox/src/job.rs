@@ -112,7 +112,23 @@ pub fn check_relative_path(path: &str) -> Result<(), JobError> {
     Ok(())
 }
 
+/// From a frame's header (the JSON after the length prefix): how many blob bytes follow.
+pub fn blob_len(header: &[u8]) -> Result<u64, JobError> {
+    let h: Header = serde_json::from_slice(header).map_err(|e| JobError::Frame(e.to_string()))?;
+    h.file_lens
+        .iter()
+        .try_fold(h.stdin_len, |a, b| a.checked_add(*b))
+        .filter(|t| *t <= MAX_JOB as u64)
+        .ok_or_else(|| JobError::Frame("job larger than 256 MiB".into()))
+}
+
 impl Job {
+    /// Decodes a whole frame held in memory.
+    pub fn decode(bytes: &[u8]) -> Result<Job, JobError> {
+        let mut cur = std::io::Cursor::new(bytes);
+        Job::read_from(|b| std::io::Read::read_exact(&mut cur, b))
+    }
+
     pub fn validate(&self) -> Result<(), JobError> {
         if self.argv.is_empty() || self.argv[0].is_empty() {
             return Err(JobError::Frame("empty argv".into()));

@@ -37,6 +37,9 @@ pub struct App {
     pub slots: Arc<Semaphore>,
     pub node: String,
     pub audit: Arc<Mutex<AuditLog>>,
+    /// One command or file change at a time per long-lived sandbox (on this instance; the
+    /// store's version check covers several instances).
+    pub sandbox_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// An error response: `{"error": {"code", "message"}}` with a status.
@@ -49,7 +52,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -58,12 +65,12 @@ impl ApiError {
         }
     }
 
-    fn retry(mut self, secs: u64) -> ApiError {
+    pub(crate) fn retry(mut self, secs: u64) -> ApiError {
         self.retry_after = Some(secs);
         self
     }
 
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("{e}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
@@ -98,6 +105,26 @@ pub fn router(app: Arc<App>) -> Router {
             get(list_executions).post(create_execution),
         )
         .route("/v1/executions/{id}", get(get_execution))
+        .route(
+            "/v1/sandboxes",
+            axum::routing::post(crate::sandboxes::create),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(crate::sandboxes::show).delete(crate::sandboxes::delete),
+        )
+        .route(
+            "/v1/sandboxes/{id}/commands",
+            axum::routing::post(crate::sandboxes::command),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(crate::sandboxes::list_files),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files/{*path}",
+            get(crate::sandboxes::get_file).put(crate::sandboxes::put_file),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -159,8 +186,81 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }
 
+/// The request body, up to the configured limit (413 beyond it).
+pub(crate) async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = app.cfg.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than this server's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// A JSON request body, with the parser's message (line, column, field) on failure.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body: {e}"),
+        )
+    })
+}
+
+/// A slot to run one execution: the key's concurrency, then the instance's (waiting up to
+/// the queue timeout). Refusals are 429 and 503 with Retry-After.
+pub(crate) async fn acquire(
+    app: &Arc<App>,
+    key: &ApiKey,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, keys::RunningGuard), ApiError> {
+    let max_for_key = key
+        .max_concurrent
+        .map_or(app.cfg.keys.max_concurrent, |v| v as u32);
+    let Some(key_slot) = app.limiter.start(&key.id, max_for_key) else {
+        app.metrics.rejected("key_concurrency");
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_running",
+            format!("this key already has {max_for_key} executions running"),
+        )
+        .retry(1));
+    };
+    let wait = Duration::from_millis(app.cfg.pool.queue_timeout_ms);
+    match tokio::time::timeout(wait, Arc::clone(&app.slots).acquire_owned()).await {
+        Ok(Ok(p)) => Ok((p, key_slot)),
+        _ => {
+            app.metrics.rejected("capacity");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                format!(
+                    "all {} execution slots stayed busy for {} ms; retry later",
+                    app.cfg.pool.max_running, app.cfg.pool.queue_timeout_ms
+                ),
+            )
+            .retry(1))
+        }
+    }
+}
+
 /// The key named by `Authorization: Bearer KEY`, if it is live.
-async fn authenticate(app: &App, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
+pub(crate) async fn authenticate(app: &App, headers: &HeaderMap) -> Result<ApiKey, ApiError> {
     let unauthorized =
         |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m.to_string());
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -238,65 +338,15 @@ async fn create_execution(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&app, &headers).await?;
-    let limit = app.cfg.limits.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than this server's limit of {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
-    let req: ExecutionRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("request body: {e}"),
-        )
-    })?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let req: ExecutionRequest = parse_json(&bytes)?;
     let names: Vec<String> = app.profiles.keys().cloned().collect();
     let planned = execution::plan(req, &app.cfg, &app.languages, &names)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
     let stream = matches!(q.stream.as_deref(), Some("true" | "1" | "yes"));
 
     // Capacity first, so a refusal is a clean status code and nothing was started.
-    let max_for_key = key
-        .max_concurrent
-        .map_or(app.cfg.keys.max_concurrent, |v| v as u32);
-    let Some(key_slot) = app.limiter.start(&key.id, max_for_key) else {
-        app.metrics.rejected("key_concurrency");
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_running",
-            format!("this key already has {max_for_key} executions running"),
-        )
-        .retry(1));
-    };
-    let wait = Duration::from_millis(app.cfg.pool.queue_timeout_ms);
-    let permit = match tokio::time::timeout(wait, Arc::clone(&app.slots).acquire_owned()).await {
-        Ok(Ok(p)) => p,
-        _ => {
-            app.metrics.rejected("capacity");
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "at_capacity",
-                format!(
-                    "all {} execution slots stayed busy for {} ms; retry later",
-                    app.cfg.pool.max_running, app.cfg.pool.queue_timeout_ms
-                ),
-            )
-            .retry(1));
-        }
-    };
+    let (permit, key_slot) = acquire(&app, &key).await?;
 
     let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
     let created = now_ms();
@@ -330,7 +380,7 @@ async fn create_execution(
         let id = id.clone();
         let key_id = key.id.clone();
         tokio::spawn(async move {
-            let r = run_execution(&app, &id, &key_id, planned, created, tx).await;
+            let (r, _) = run_execution(&app, &id, &key_id, planned, created, tx).await;
             drop((permit, key_slot));
             r
         })
@@ -344,18 +394,21 @@ async fn create_execution(
     }
 }
 
-async fn run_execution(
+pub(crate) async fn run_execution(
     app: &Arc<App>,
     id: &str,
     key_id: &str,
     planned: Planned,
     created: i64,
     sink: Option<tokio::sync::mpsc::UnboundedSender<Chunk>>,
-) -> ExecutionResult {
+) -> (
+    ExecutionResult,
+    Option<Result<Vec<ironcage_sandbox::job::JobFile>, String>>,
+) {
     app.metrics.running(1);
     let started = Instant::now();
     let limit = app.cfg.limits.output_limit_bytes;
-    let ran = match app.pool.take(&planned.profile).await {
+    let mut ran = match app.pool.take(&planned.profile).await {
         Ok(warm) => {
             execution::run(
                 warm,
@@ -366,14 +419,11 @@ async fn run_execution(
             )
             .await
         }
-        Err(e) => execution::Ran {
-            report: Err(e.to_string()),
-            stdout: Default::default(),
-            stderr: Default::default(),
-        },
+        Err(e) => execution::Ran::failed(e.to_string()),
     };
     app.pool.refill(&planned.profile);
     let report = ran.report.as_ref().ok().cloned();
+    let capture = ran.capture.take();
     let result = execution::result_of(id, &planned, created, ran, limit);
     let outcome = if result.status == "failed" {
         "failed"
@@ -410,7 +460,7 @@ async fn run_execution(
     if let Err(e) = stored {
         tracing::error!("recording execution {id}: {e}");
     }
-    result
+    (result, capture)
 }
 
 /// The execution in the tamper-evident audit log: its start and end in one batch.

@@ -48,6 +48,28 @@ pub struct Config {
     /// Languages besides (or replacing) the built-in python, bash, sh and node.
     pub languages: BTreeMap<String, Language>,
     pub keys: KeyDefaults,
+    pub sandboxes: SandboxConfig,
+}
+
+/// Long-lived sandboxes (`/v1/sandboxes`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Idle time after which a sandbox is removed, unless its creation asks otherwise.
+    pub default_ttl_seconds: u64,
+    pub max_ttl_seconds: u64,
+    /// A sandbox's files, all together, at most (a command leaving more is not saved).
+    pub max_workspace_bytes: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            default_ttl_seconds: 600,
+            max_ttl_seconds: 86_400,
+            max_workspace_bytes: 64 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -116,6 +138,7 @@ impl Default for Config {
             profiles: Vec::new(),
             languages: BTreeMap::new(),
             keys: KeyDefaults::default(),
+            sandboxes: SandboxConfig::default(),
         }
     }
 }

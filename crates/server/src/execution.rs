@@ -65,11 +65,79 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
         message: message.into(),
     }
+}
+
+/// Checks requested limits against the server's defaults and maxima:
+/// (timeout ms, memory bytes, CPU seconds).
+pub fn limits(
+    cfg: &Config,
+    timeout_ms: Option<u64>,
+    memory_limit: Option<MemoryLimit>,
+    cpu_seconds: Option<u64>,
+) -> Result<(u64, u64, u64), Invalid> {
+    let l = &cfg.limits;
+    let limit = |field: &str, asked: Option<u64>, default: u64, max: u64| match asked {
+        None => Ok(default),
+        Some(0) => Err(invalid(field, "must be above 0")),
+        Some(v) if v > max => Err(invalid(
+            field,
+            format!("{v} is above this server's maximum of {max}"),
+        )),
+        Some(v) => Ok(v),
+    };
+    let timeout_ms = limit(
+        "timeout_ms",
+        timeout_ms,
+        l.default_timeout_ms,
+        l.max_timeout_ms,
+    )?;
+    let memory = match memory_limit {
+        None => None,
+        Some(MemoryLimit::Bytes(b)) => Some(b),
+        Some(MemoryLimit::Text(t)) => {
+            Some(ironcage_policy::units::parse_size(&t).map_err(|e| invalid("memory_limit", e))?)
+        }
+    };
+    let memory = limit(
+        "memory_limit",
+        memory,
+        l.default_memory_bytes,
+        l.max_memory_bytes,
+    )?;
+    if memory < 4 << 20 {
+        return Err(invalid("memory_limit", "must be at least 4M"));
+    }
+    let cpu = limit(
+        "cpu_seconds",
+        cpu_seconds,
+        l.default_cpu_seconds,
+        l.max_cpu_seconds,
+    )?;
+    Ok((timeout_ms, memory, cpu))
+}
+
+/// Environment variables from a request, checked.
+pub fn env_of(
+    env: BTreeMap<String, String>,
+    field: &str,
+) -> Result<Vec<(String, String)>, Invalid> {
+    env.into_iter()
+        .map(|(k, v)| {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                Err(invalid(
+                    format!("{field}.{k}"),
+                    "bad variable name or NUL in value",
+                ))
+            } else {
+                Ok((k, v))
+            }
+        })
+        .collect()
 }
 
 /// The job and the facts recorded with it.
@@ -109,44 +177,8 @@ pub fn plan(
             ),
         ));
     }
+    let (timeout_ms, memory, cpu) = limits(cfg, req.timeout_ms, req.memory_limit, req.cpu_seconds)?;
     let l = &cfg.limits;
-    let limit = |field: &str, asked: Option<u64>, default: u64, max: u64| match asked {
-        None => Ok(default),
-        Some(0) => Err(invalid(field, "must be above 0")),
-        Some(v) if v > max => Err(invalid(
-            field,
-            format!("{v} is above this server's maximum of {max}"),
-        )),
-        Some(v) => Ok(v),
-    };
-    let timeout_ms = limit(
-        "timeout_ms",
-        req.timeout_ms,
-        l.default_timeout_ms,
-        l.max_timeout_ms,
-    )?;
-    let memory = match req.memory_limit {
-        None => None,
-        Some(MemoryLimit::Bytes(b)) => Some(b),
-        Some(MemoryLimit::Text(t)) => {
-            Some(ironcage_policy::units::parse_size(&t).map_err(|e| invalid("memory_limit", e))?)
-        }
-    };
-    let memory = limit(
-        "memory_limit",
-        memory,
-        l.default_memory_bytes,
-        l.max_memory_bytes,
-    )?;
-    if memory < 4 << 20 {
-        return Err(invalid("memory_limit", "must be at least 4M"));
-    }
-    let cpu = limit(
-        "cpu_seconds",
-        req.cpu_seconds,
-        l.default_cpu_seconds,
-        l.max_cpu_seconds,
-    )?;
 
     let mut files = Vec::with_capacity(req.files.len() + 1);
     for (i, f) in req.files.into_iter().enumerate() {
@@ -192,16 +224,7 @@ pub fn plan(
         .map(|a| a.replace("{file}", &lang.file))
         .collect();
     argv.extend(req.args);
-    let mut env = Vec::new();
-    for (k, v) in req.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(invalid(
-                format!("env.{k}"),
-                "bad variable name or NUL in value",
-            ));
-        }
-        env.push((k, v));
-    }
+    let env = env_of(req.env, "env")?;
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(invalid("args", "contains NUL"));
     }
@@ -298,6 +321,59 @@ pub struct Ran {
     pub report: Result<RunReport, String>,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The working directory after the job, when it asked for it (`Job::capture`); `None`
+    /// when the sandbox ended without one (killed at its timeout).
+    pub capture: Option<Result<Vec<JobFile>, String>>,
+}
+
+impl Ran {
+    pub fn failed(error: String) -> Ran {
+        Ran {
+            report: Err(error),
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+            capture: None,
+        }
+    }
+}
+
+/// Reads the capture a host forwards after its report: a `{"capture":true}` line, then a
+/// job frame whose files are the working directory.
+async fn read_capture(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+) -> Option<Result<Vec<JobFile>, String>> {
+    let mut line = String::new();
+    match r.read_line(&mut line).await {
+        Ok(n) if n > 0 && line == "{\"capture\":true}\n" => {}
+        _ => return None,
+    }
+    let frame = async {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await?;
+        let hlen = u32::from_le_bytes(len) as usize;
+        if hlen > ironcage_sandbox::job::MAX_HEADER {
+            return Err(std::io::Error::other("capture header too large"));
+        }
+        let mut bytes = len.to_vec();
+        bytes.resize(4 + hlen, 0);
+        r.read_exact(&mut bytes[4..]).await?;
+        let blobs = ironcage_sandbox::job::blob_len(&bytes[4..]).map_err(std::io::Error::other)?;
+        let start = bytes.len();
+        bytes.resize(start + blobs as usize, 0);
+        r.read_exact(&mut bytes[start..]).await?;
+        Ok::<_, std::io::Error>(bytes)
+    };
+    Some(match frame.await {
+        Err(e) => Err(format!("reading the working directory: {e}")),
+        Ok(bytes) => match Job::decode(&bytes) {
+            Ok(j) if j.argv.first().map(String::as_str) == Some("capture") => Ok(j.files),
+            Ok(j) => Err(format!(
+                "the working directory could not be read: {}",
+                j.argv.get(1).cloned().unwrap_or_default()
+            )),
+            Err(e) => Err(format!("reading the working directory: {e}")),
+        },
+    })
 }
 
 /// Sends the job to a ready sandbox and waits for everything: its report and the end of
@@ -318,17 +394,15 @@ pub async fn run(
     if let Err(e) = send.await {
         let _ = warm.child.start_kill();
         let _ = warm.child.wait().await;
-        return Ran {
-            report: Err(format!("the sandbox went away before its job: {e}")),
-            stdout: Captured::default(),
-            stderr: Captured::default(),
-        };
+        return Ran::failed(format!("the sandbox went away before its job: {e}"));
     }
+    let wants_capture = job.capture;
     let out = capture(&mut warm.stdout, output_limit, sink.as_ref(), Chunk::Stdout);
     let err = capture(&mut warm.stderr, output_limit, sink.as_ref(), Chunk::Stderr);
+    let ctl = &mut warm.ctl_read;
     let report = async {
         let mut line = String::new();
-        match warm.ctl_read.read_line(&mut line).await {
+        let report = match ctl.read_line(&mut line).await {
             Ok(0) => Err("the sandbox host exited without a report".to_string()),
             Ok(_) => match serde_json::from_str::<HostMessage>(&line) {
                 Ok(HostMessage::Report(r)) => Ok(*r),
@@ -336,23 +410,25 @@ pub async fn run(
                 Err(e) => Err(format!("unreadable report from the sandbox host: {e}")),
             },
             Err(e) => Err(format!("reading the sandbox host's report: {e}")),
-        }
+        };
+        let capture = match (&report, wants_capture) {
+            (Ok(_), true) => read_capture(ctl).await,
+            _ => None,
+        };
+        (report, capture)
     };
     let all = async { tokio::join!(report, out, err) };
     let grace = timeout + Duration::from_secs(15);
     let ran = match tokio::time::timeout(grace, all).await {
-        Ok((report, stdout, stderr)) => Ran {
+        Ok(((report, capture), stdout, stderr)) => Ran {
             report,
             stdout,
             stderr,
+            capture,
         },
         Err(_) => {
             let _ = warm.child.start_kill();
-            Ran {
-                report: Err("the sandbox host did not finish in time and was killed".into()),
-                stdout: Captured::default(),
-                stderr: Captured::default(),
-            }
+            Ran::failed("the sandbox host did not finish in time and was killed".into())
         }
     };
     // The host sent its report before cleaning up (cgroup removal, init's teardown): it

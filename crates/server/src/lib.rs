@@ -15,6 +15,7 @@ pub mod host;
 pub mod keys;
 pub mod metrics;
 pub mod pool;
+pub mod sandboxes;
 pub mod serve;
 pub mod store;
 

@@ -160,8 +160,22 @@ async fn serve_async(cfg: Config) -> Result<()> {
         slots: Arc::new(tokio::sync::Semaphore::new(cfg.pool.max_running)),
         node,
         audit: Arc::new(Mutex::new(audit)),
+        sandbox_locks: Mutex::default(),
         cfg: cfg.clone(),
     });
+    // Expired long-lived sandboxes are removed every few seconds.
+    {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.reap_sandboxes().await {
+                    tracing::warn!("reaping expired sandboxes: {e}");
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;

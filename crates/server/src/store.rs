@@ -60,6 +60,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         "CREATE INDEX executions_by_key ON executions (key_id, created_ms)",
     ),
+    (
+        6,
+        "CREATE TABLE sandboxes (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            language TEXT,
+            env TEXT NOT NULL,
+            ttl_seconds BIGINT NOT NULL,
+            created_ms BIGINT NOT NULL,
+            expires_ms BIGINT NOT NULL,
+            version BIGINT NOT NULL,
+            workspace {blob} NOT NULL
+        )",
+    ),
+    (
+        7,
+        "CREATE INDEX sandboxes_by_expiry ON sandboxes (expires_ms)",
+    ),
 ];
 
 #[derive(Clone)]
@@ -181,7 +200,14 @@ impl Store {
                 version: *version,
                 source,
             };
-            sqlx::query(sql).execute(&mut *tx).await.map_err(m)?;
+            let blob = match self.backend {
+                Backend::Sqlite => "BLOB",
+                Backend::Postgres => "BYTEA",
+            };
+            sqlx::query(&sql.replace("{blob}", blob))
+                .execute(&mut *tx)
+                .await
+                .map_err(m)?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)")
                 .bind(*version)
                 .bind(now_ms())
@@ -377,6 +403,119 @@ impl Store {
         .bind(node)
         .execute(&self.pool)
         .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// A long-lived sandbox: its settings and its working directory between commands (a job
+/// frame whose files are the entries).
+#[derive(Debug, Clone)]
+pub struct SandboxRow {
+    pub id: String,
+    pub key_id: String,
+    pub profile: String,
+    pub language: Option<String>,
+    /// JSON object of environment variables given at creation.
+    pub env: String,
+    pub ttl_seconds: i64,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub version: i64,
+    pub workspace: Vec<u8>,
+}
+
+impl Store {
+    pub async fn insert_sandbox(&self, s: &SandboxRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sandboxes (id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version, workspace)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&s.id)
+        .bind(&s.key_id)
+        .bind(&s.profile)
+        .bind(s.language.as_deref())
+        .bind(&s.env)
+        .bind(s.ttl_seconds)
+        .bind(s.created_ms)
+        .bind(s.expires_ms)
+        .bind(s.version)
+        .bind(&s.workspace)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The sandbox, if it exists and has not expired.
+    pub async fn sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version, workspace
+             FROM sandboxes WHERE id = $1 AND expires_ms > $2",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SandboxRow {
+                id: r.try_get("id")?,
+                key_id: r.try_get("key_id")?,
+                profile: r.try_get("profile")?,
+                language: r.try_get("language")?,
+                env: r.try_get("env")?,
+                ttl_seconds: r.try_get("ttl_seconds")?,
+                created_ms: r.try_get("created_ms")?,
+                expires_ms: r.try_get("expires_ms")?,
+                version: r.try_get("version")?,
+                workspace: r.try_get("workspace")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Saves a new working directory if nobody saved one since `version` was read; false
+    /// when someone did (or the sandbox is gone).
+    pub async fn save_workspace(
+        &self,
+        id: &str,
+        version: i64,
+        workspace: &[u8],
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE sandboxes SET workspace = $1, version = version + 1, expires_ms = $2 WHERE id = $3 AND version = $4",
+        )
+        .bind(workspace)
+        .bind(expires_ms)
+        .bind(id)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn touch_sandbox(&self, id: &str, expires_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sandboxes SET expires_ms = $1 WHERE id = $2")
+            .bind(expires_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM sandboxes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Removes expired sandboxes; returns how many.
+    pub async fn reap_sandboxes(&self) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM sandboxes WHERE expires_ms <= $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 }

@@ -1,0 +1,509 @@
+//! Long-lived sandboxes, for agents that work in steps: a sandbox keeps its files (and its
+//! environment) between commands. Each command runs in a fresh pooled sandbox whose /work
+//! is restored from the stored files, and the files it leaves in /work are stored again.
+//! Processes end with their command; nothing but /work carries over.
+//!
+//! The files live in the store (one job frame per sandbox), so they are bounded
+//! (`sandboxes.max_workspace_bytes`), survive restarts, and are reachable from every
+//! instance sharing a PostgreSQL store. The server never touches a path the sandbox chose
+//! on its own file system: files travel as data, and symbolic links are recreated inside
+//! the next sandbox, where they can only lead to what that sandbox may see.
+
+use crate::app::{acquire, authenticate, parse_json, read_body, run_execution, ApiError, App};
+use crate::execution::{self, invalid, Invalid, MemoryLimit, Planned};
+use crate::store::{now_ms, ExecutionRow, SandboxRow};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ironcage_sandbox::job::{check_relative_path, FileKind, Job, JobFile};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandbox {
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The program (looked up on PATH); `args` follow. Or `code`, run with the sandbox's
+    /// language.
+    #[serde(default)]
+    cmd: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    stdin: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    memory_limit: Option<MemoryLimit>,
+    #[serde(default)]
+    cpu_seconds: Option<u64>,
+}
+
+fn bad(e: Invalid) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no sandbox {id:?} (it may have expired)"),
+    )
+}
+
+fn workspace_of(row: &SandboxRow) -> Result<Vec<JobFile>, ApiError> {
+    Job::decode(&row.workspace)
+        .map(|j| j.files)
+        .map_err(ApiError::internal)
+}
+
+fn encode_workspace(files: Vec<JobFile>) -> Vec<u8> {
+    Job {
+        argv: vec!["workspace".into()],
+        files,
+        ..Job::default()
+    }
+    .encode()
+}
+
+fn workspace_bytes(files: &[JobFile]) -> u64 {
+    files.iter().map(|f| f.content.len() as u64).sum()
+}
+
+fn view(row: &SandboxRow, files: &[JobFile]) -> serde_json::Value {
+    json!({
+        "id": row.id,
+        "profile": row.profile,
+        "language": row.language,
+        "ttl_seconds": row.ttl_seconds,
+        "created_at_ms": row.created_ms,
+        "expires_at_ms": row.expires_ms,
+        "files": files.iter().filter(|f| f.kind == FileKind::File).count(),
+        "workspace_bytes": workspace_bytes(files),
+    })
+}
+
+/// The key's sandbox, or 404 (another key's sandbox is as invisible as a missing one).
+async fn load(app: &App, key_id: &str, id: &str) -> Result<SandboxRow, ApiError> {
+    match app.store.sandbox(id).await.map_err(ApiError::internal)? {
+        Some(row) if row.key_id == key_id => Ok(row),
+        _ => Err(not_found(id)),
+    }
+}
+
+fn lock_of(app: &App, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut locks = app.sandbox_locks.lock().unwrap_or_else(|p| p.into_inner());
+    // Forget locks nobody holds or waits for, so the map does not grow forever.
+    locks.retain(|_, l| Arc::strong_count(l) > 1);
+    Arc::clone(locks.entry(id.to_string()).or_default())
+}
+
+pub async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let req: CreateSandbox = if bytes.iter().all(u8::is_ascii_whitespace) {
+        parse_json(b"{}")?
+    } else {
+        parse_json(&bytes)?
+    };
+    let profile = req
+        .profile
+        .unwrap_or_else(|| app.cfg.default_profile.clone());
+    if !app.profiles.contains_key(&profile) {
+        let names: Vec<&str> = app.profiles.keys().map(String::as_str).collect();
+        return Err(bad(invalid(
+            "profile",
+            format!(
+                "unknown profile {profile:?}; available: {}",
+                names.join(", ")
+            ),
+        )));
+    }
+    if let Some(l) = &req.language {
+        if !app.languages.contains_key(l) {
+            let names: Vec<&str> = app.languages.keys().map(String::as_str).collect();
+            return Err(bad(invalid(
+                "language",
+                format!("unknown language {l:?}; available: {}", names.join(", ")),
+            )));
+        }
+    }
+    let s = &app.cfg.sandboxes;
+    let ttl = match req.ttl_seconds {
+        None => s.default_ttl_seconds,
+        Some(0) => return Err(bad(invalid("ttl_seconds", "must be above 0"))),
+        Some(t) if t > s.max_ttl_seconds => {
+            return Err(bad(invalid(
+                "ttl_seconds",
+                format!(
+                    "{t} is above this server's maximum of {}",
+                    s.max_ttl_seconds
+                ),
+            )))
+        }
+        Some(t) => t,
+    };
+    let env = execution::env_of(req.env, "env").map_err(bad)?;
+    let now = now_ms();
+    let row = SandboxRow {
+        id: format!("sbx_{}", ironcage_audit::run_events::new_run_id()),
+        key_id: key.id.clone(),
+        profile,
+        language: req.language,
+        env: serde_json::to_string(&env.into_iter().collect::<BTreeMap<_, _>>())
+            .unwrap_or_else(|_| "{}".into()),
+        ttl_seconds: ttl as i64,
+        created_ms: now,
+        expires_ms: now + ttl as i64 * 1000,
+        version: 0,
+        workspace: encode_workspace(Vec::new()),
+    };
+    app.store
+        .insert_sandbox(&row)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(view(&row, &[]))).into_response())
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let row = load(&app, &key.id, &id).await?;
+    let files = workspace_of(&row)?;
+    Ok(Json(view(&row, &files)).into_response())
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    load(&app, &key.id, &id).await?;
+    app.store
+        .delete_sandbox(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn command(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let bytes = read_body(&app, &headers, body).await?;
+    let req: Command = parse_json(&bytes)?;
+    let lock = lock_of(&app, &id);
+    let _held = lock.lock().await;
+    let row = load(&app, &key.id, &id).await?;
+    let mut files = workspace_of(&row)?;
+
+    let (argv, language) = match (req.cmd, req.code) {
+        (Some(cmd), None) if !cmd.is_empty() => {
+            let mut argv = vec![cmd];
+            argv.extend(req.args);
+            (argv, "command".to_string())
+        }
+        (None, Some(code)) => {
+            let Some(lang) = row.language.as_ref().and_then(|l| app.languages.get(l)) else {
+                return Err(bad(invalid(
+                    "code",
+                    "this sandbox was created without a language: give `cmd` instead",
+                )));
+            };
+            files.retain(|f| f.path != lang.file);
+            files.push(JobFile {
+                path: lang.file.clone(),
+                content: code.into_bytes(),
+                ..JobFile::default()
+            });
+            let mut argv: Vec<String> = lang
+                .command
+                .iter()
+                .map(|a| a.replace("{file}", &lang.file))
+                .collect();
+            argv.extend(req.args);
+            (argv, row.language.clone().unwrap_or_default())
+        }
+        _ => {
+            return Err(bad(invalid(
+                "cmd",
+                "give exactly one of `cmd` (a program) and `code`",
+            )))
+        }
+    };
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(bad(invalid("args", "contains NUL")));
+    }
+    let (timeout_ms, memory, cpu) =
+        execution::limits(&app.cfg, req.timeout_ms, req.memory_limit, req.cpu_seconds)
+            .map_err(bad)?;
+    let mut env: Vec<(String, String)> = serde_json::from_str::<BTreeMap<String, String>>(&row.env)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (k, v) in execution::env_of(req.env, "env").map_err(bad)? {
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    }
+    let planned = Planned {
+        job: Job {
+            argv,
+            env,
+            stdin: req.stdin.unwrap_or_default().into_bytes(),
+            files,
+            timeout_ms: Some(timeout_ms),
+            memory_limit_bytes: Some(memory),
+            cpu_seconds: Some(cpu),
+            max_file_size: Some(app.cfg.limits.max_file_size),
+            capture: true,
+        },
+        profile: row.profile.clone(),
+        language,
+        timeout_ms,
+    };
+
+    let (permit, key_slot) = acquire(&app, &key).await?;
+    let exec_id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
+    let created = now_ms();
+    app.store
+        .insert_execution(
+            &ExecutionRow {
+                id: exec_id.clone(),
+                key_id: key.id.clone(),
+                status: "running".into(),
+                language: planned.language.clone(),
+                profile: planned.profile.clone(),
+                created_ms: created,
+                finished_ms: None,
+                result: None,
+            },
+            &app.node,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let task = {
+        let app = Arc::clone(&app);
+        let (exec_id, key_id) = (exec_id.clone(), key.id.clone());
+        tokio::spawn(async move {
+            let r = run_execution(&app, &exec_id, &key_id, planned, created, None).await;
+            drop((permit, key_slot));
+            r
+        })
+    };
+    let (result, capture) = task.await.map_err(ApiError::internal)?;
+
+    // The files the command left, saved if they fit.
+    let expires = now_ms() + row.ttl_seconds * 1000;
+    let (saved, note) = match capture {
+        Some(Ok(files)) => {
+            let size = workspace_bytes(&files);
+            let max = app.cfg.sandboxes.max_workspace_bytes;
+            if size > max {
+                (false, Some(format!("files not saved: /work holds {size} bytes, more than this server keeps per sandbox ({max})")))
+            } else if app
+                .store
+                .save_workspace(&id, row.version, &encode_workspace(files), expires)
+                .await
+                .map_err(ApiError::internal)?
+            {
+                (true, None)
+            } else {
+                (false, Some("files not saved: the sandbox changed meanwhile (another instance) or was deleted".to_string()))
+            }
+        }
+        Some(Err(e)) => (false, Some(format!("files not saved: {e}"))),
+        None => (
+            false,
+            Some("files not saved: the command did not end by itself (timeout or kill); the sandbox's files are as they were before it".into()),
+        ),
+    };
+    if !saved {
+        let _ = app.store.touch_sandbox(&id, expires).await;
+    }
+    let mut doc = serde_json::to_value(&result).map_err(ApiError::internal)?;
+    doc["sandbox_id"] = json!(id);
+    doc["files_saved"] = json!(saved);
+    if let Some(n) = note {
+        doc["files_note"] = json!(n);
+    }
+    Ok(Json(doc).into_response())
+}
+
+pub async fn list_files(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let row = load(&app, &key.id, &id).await?;
+    let files = workspace_of(&row)?;
+    Ok(Json(json!({"files": listing(&files, "")})).into_response())
+}
+
+fn listing(files: &[JobFile], under: &str) -> Vec<serde_json::Value> {
+    files
+        .iter()
+        .filter(|f| under.is_empty() || f.path.starts_with(&format!("{under}/")))
+        .map(|f| match f.kind {
+            FileKind::File => json!({"path": f.path, "kind": "file", "size": f.content.len(), "executable": f.executable}),
+            FileKind::Dir => json!({"path": f.path, "kind": "dir"}),
+            FileKind::Symlink => json!({"path": f.path, "kind": "symlink", "target": String::from_utf8_lossy(&f.content)}),
+        })
+        .collect()
+}
+
+fn check_path(path: &str) -> Result<String, ApiError> {
+    check_relative_path(path).map_err(|e| bad(invalid("path", e.to_string())))?;
+    // One spelling per file: "./a//b" is "a/b".
+    Ok(std::path::Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/"))
+}
+
+pub async fn get_file(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let path = check_path(&path)?;
+    let row = load(&app, &key.id, &id).await?;
+    let files = workspace_of(&row)?;
+    match files.iter().find(|f| f.path == path) {
+        Some(f) if f.kind == FileKind::File => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            f.content.clone(),
+        )
+            .into_response()),
+        Some(f) if f.kind == FileKind::Dir => {
+            Ok(Json(json!({"files": listing(&files, &path)})).into_response())
+        }
+        Some(f) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "symlink",
+            format!(
+                "{path} is a symbolic link to {:?}; links are not followed",
+                String::from_utf8_lossy(&f.content)
+            ),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no file {path:?} in sandbox {id}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PutQuery {
+    #[serde(default)]
+    executable: Option<bool>,
+}
+
+pub async fn put_file(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<PutQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = authenticate(&app, &headers).await?;
+    let path = check_path(&path)?;
+    let content = read_body(&app, &headers, body).await?;
+    let lock = lock_of(&app, &id);
+    let _held = lock.lock().await;
+    let row = load(&app, &key.id, &id).await?;
+    let mut files = workspace_of(&row)?;
+    // Never through a link or a file: every parent must be a directory or absent.
+    let parts: Vec<&str> = path.split('/').collect();
+    for i in 1..parts.len() {
+        let parent = parts[..i].join("/");
+        if let Some(f) = files.iter().find(|f| f.path == parent) {
+            if f.kind != FileKind::Dir {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_a_directory",
+                    format!("{parent} is a {:?}, not a directory", f.kind),
+                ));
+            }
+        }
+    }
+    if files
+        .iter()
+        .any(|f| f.path == path && f.kind == FileKind::Dir)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "is_a_directory",
+            format!("{path} is a directory"),
+        ));
+    }
+    files.retain(|f| f.path != path);
+    let size = content.len();
+    files.push(JobFile {
+        path: path.clone(),
+        content: content.to_vec(),
+        executable: q.executable.unwrap_or(false),
+        kind: FileKind::File,
+    });
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let total = workspace_bytes(&files);
+    let max = app.cfg.sandboxes.max_workspace_bytes;
+    if total > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "workspace_full",
+            format!("the sandbox's files would total {total} bytes, more than {max}"),
+        ));
+    }
+    let expires = now_ms() + row.ttl_seconds * 1000;
+    if !app
+        .store
+        .save_workspace(&id, row.version, &encode_workspace(files), expires)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the sandbox changed meanwhile; retry",
+        ));
+    }
+    Ok(Json(json!({"path": path, "size": size})).into_response())
+}
