@@ -222,82 +222,6 @@ impl Job {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_with_binary_blobs() {
-        let job = Job {
-            argv: vec!["python3".into(), "main.py".into()],
-            env: vec![("A".into(), "b".into())],
-            stdin: vec![0, 1, 2, 255],
-            files: vec![
-                JobFile {
-                    path: "main.py".into(),
-                    content: b"print(1)\n".to_vec(),
-                    ..JobFile::default()
-                },
-                JobFile {
-                    path: "d/x.bin".into(),
-                    content: (0..=255u8).collect(),
-                    executable: true,
-                    ..JobFile::default()
-                },
-                JobFile {
-                    path: "d/link".into(),
-                    content: b"../main.py".to_vec(),
-                    kind: FileKind::Symlink,
-                    ..JobFile::default()
-                },
-            ],
-            timeout_ms: Some(5),
-            memory_limit_bytes: Some(1 << 20),
-            cpu_seconds: Some(3),
-            max_file_size: None,
-            capture: true,
-        };
-        let bytes = job.encode();
-        let mut cur = std::io::Cursor::new(bytes);
-        let back = Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).unwrap();
-        assert_eq!(back, job);
-    }
-
-    #[test]
-    fn refuses_paths_that_leave_the_working_directory() {
-        for p in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a\0b",
-            "dir/",
-            "a/..",
-        ] {
-            assert!(check_relative_path(p).is_err(), "{p:?} accepted");
-        }
-        for p in ["main.py", "a/b/c.txt", "./x", ".hidden", "a..b"] {
-            assert!(check_relative_path(p).is_ok(), "{p:?} refused");
-        }
-    }
-
-    #[test]
-    fn refuses_truncated_and_oversized_frames() {
-        let job = Job {
-            argv: vec!["true".into()],
-            stdin: b"abc".to_vec(),
-            ..Job::default()
-        };
-        let bytes = job.encode();
-        let mut cur = std::io::Cursor::new(bytes[..bytes.len() - 1].to_vec());
-        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
-        let mut huge = (u32::MAX).to_le_bytes().to_vec();
-        huge.extend_from_slice(b"{}");
-        let mut cur = std::io::Cursor::new(huge);
-        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
-    }
-}
-
 /// Limits of a capture: a working directory is a size-limited tmpfs, but its entries and
 /// the frame are bounded here too.
 pub const MAX_CAPTURE_ENTRIES: usize = 100_000;
@@ -360,4 +284,107 @@ pub fn capture(dir: &Path) -> std::io::Result<Vec<JobFile>> {
     // Parents first: a directory precedes what it holds.
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_binary_blobs() {
+        let job = Job {
+            argv: vec!["python3".into(), "main.py".into()],
+            env: vec![("A".into(), "b".into())],
+            stdin: vec![0, 1, 2, 255],
+            files: vec![
+                JobFile {
+                    path: "main.py".into(),
+                    content: b"print(1)\n".to_vec(),
+                    ..JobFile::default()
+                },
+                JobFile {
+                    path: "d/x.bin".into(),
+                    content: (0..=255u8).collect(),
+                    executable: true,
+                    ..JobFile::default()
+                },
+                JobFile {
+                    path: "d/link".into(),
+                    content: b"../main.py".to_vec(),
+                    kind: FileKind::Symlink,
+                    ..JobFile::default()
+                },
+            ],
+            timeout_ms: Some(5),
+            memory_limit_bytes: Some(1 << 20),
+            cpu_seconds: Some(3),
+            max_file_size: None,
+            capture: true,
+        };
+        let bytes = job.encode();
+        let mut cur = std::io::Cursor::new(bytes);
+        let back = Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn capture_lists_parents_first_keeps_links_as_links_and_skips_fifos() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), b"data").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", d.path().join("a/l")).unwrap();
+        let fifo = std::ffi::CString::new(d.path().join("p").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
+        assert_eq!(rc, 0);
+        let files = capture(d.path()).unwrap();
+        let got: Vec<(&str, FileKind, &[u8])> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.kind, f.content.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", FileKind::Dir, &b""[..]),
+                ("a/b", FileKind::Dir, b""),
+                ("a/b/f", FileKind::File, b"data"),
+                ("a/l", FileKind::Symlink, b"/etc/shadow"),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_working_directory() {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\0b",
+            "dir/",
+            "a/..",
+        ] {
+            assert!(check_relative_path(p).is_err(), "{p:?} accepted");
+        }
+        for p in ["main.py", "a/b/c.txt", "./x", ".hidden", "a..b"] {
+            assert!(check_relative_path(p).is_ok(), "{p:?} refused");
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_and_oversized_frames() {
+        let job = Job {
+            argv: vec!["true".into()],
+            stdin: b"abc".to_vec(),
+            ..Job::default()
+        };
+        let bytes = job.encode();
+        let mut cur = std::io::Cursor::new(bytes[..bytes.len() - 1].to_vec());
+        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
+        let mut huge = (u32::MAX).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        let mut cur = std::io::Cursor::new(huge);
+        assert!(Job::read_from(|b| std::io::Read::read_exact(&mut cur, b)).is_err());
+    }
 }
