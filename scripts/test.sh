@@ -25,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
+# An independent OpenAPI validator for the execution service's /openapi.json.
+python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
+
 id -u ironcage-test >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ironcage-test
 export IRONCAGE_TEST_USER=ironcage-test
 

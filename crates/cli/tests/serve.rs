@@ -426,9 +426,27 @@ fn service_endpoints_describe_themselves() {
         "/health",
         "/ready",
         "/metrics",
+        "/v1/sandboxes",
+        "/v1/sandboxes/{id}",
+        "/v1/sandboxes/{id}/commands",
+        "/v1/sandboxes/{id}/files",
+        "/v1/sandboxes/{id}/files/{path}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
     }
+    // A valid OpenAPI document, by an independent validator (scripts/test.sh installs it).
+    let scratch = Scratch::new();
+    let file = scratch.file("openapi.json", &doc.to_string());
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1])))"])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.python("print(1)");
     let (_, m) = request("GET", &s.url("/metrics"), None, None);
     let text = m["text"].as_str().unwrap();
