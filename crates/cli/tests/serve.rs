@@ -836,3 +836,78 @@ fn a_sandbox_cannot_use_its_stored_files_to_reach_the_host() {
     let (st, _) = s.get(&format!("{base}/files/rootdir/etc/passwd"));
     assert_eq!(st, 404);
 }
+
+/// Two instances on one PostgreSQL store: keys, history and long-lived sandboxes are
+/// shared; one instance dying fails only its own executions.
+#[test]
+fn two_instances_share_one_postgresql_store() {
+    let mut a = Server::start(Mode::Root, Db::Postgres);
+    let b = Server::start_sharing(&a);
+    let r = a.python("print('on a')");
+    let (st, seen) = b.get(&format!("/v1/executions/{}", r["id"].as_str().unwrap()));
+    assert_eq!((st, &seen), (200, &r));
+    // A sandbox made on one, used on the other.
+    let (_, sb) = a.post("/v1/sandboxes", &json!({}));
+    let base = format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap());
+    let (_, r) = a.post(
+        &format!("{base}/commands"),
+        &json!({"cmd": "sh", "args": ["-c", "echo from-a > f"]}),
+    );
+    assert_eq!(r["files_saved"], true, "{r:#}");
+    let (_, r) = b.post(
+        &format!("{base}/commands"),
+        &json!({"cmd": "cat", "args": ["f"]}),
+    );
+    assert_eq!(r["stdout"], "from-a\n", "{r:#}");
+    // A long execution on each; kill -9 a.
+    let (url_a, url_b, key) = (
+        a.url("/v1/executions"),
+        b.url("/v1/executions"),
+        a.key.clone(),
+    );
+    let body = json!({"language": "bash", "code": "echo started; sleep 3; echo done"}).to_string();
+    let on_b = {
+        let (url_b, key, body) = (url_b.clone(), key.clone(), body.clone());
+        std::thread::spawn(move || request("POST", &url_b, Some(&key), Some(body.as_bytes())))
+    };
+    {
+        let (url_a, key, body) = (url_a.clone(), key.clone(), body.clone());
+        std::thread::spawn(move || {
+            let _ = request_full("POST", &url_a, Some(&key), Some(body.as_bytes()), &[]);
+        });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while a.get("/v1/executions?status=running").1["executions"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.kill9();
+    a.spawn();
+    let (st, r) = on_b.join().unwrap();
+    assert_eq!(
+        (st, r["stdout"].as_str()),
+        (200, Some("started\ndone\n")),
+        "{r:#}"
+    );
+    let (_, all) = b.get("/v1/executions?limit=100");
+    let statuses: Vec<&str> = all["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "failed").count(),
+        1,
+        "{all:#}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "running").count(),
+        0,
+        "{all:#}"
+    );
+}

@@ -87,12 +87,45 @@ impl Server {
     }
 
     pub fn start_with(mode: Mode, db: Db, o: Options) -> Server {
+        let database = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(postgres_database()),
+        };
+        Server::start_on(mode, db, database, None, o)
+    }
+
+    /// A second instance on the same PostgreSQL store (its own node name and data dir),
+    /// using the first one's key.
+    pub fn start_sharing(other: &Server) -> Server {
+        let text = std::fs::read_to_string(&other.config).unwrap();
+        let url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("database_url: "))
+            .expect("a PostgreSQL server to share")
+            .trim_matches('"')
+            .to_string();
+        Server::start_on(
+            other.mode,
+            other.db,
+            Some(url),
+            Some(other.key.clone()),
+            Options::default(),
+        )
+    }
+
+    fn start_on(
+        mode: Mode,
+        db: Db,
+        database: Option<String>,
+        key: Option<String>,
+        o: Options,
+    ) -> Server {
         let scratch = Scratch::new();
         let node = format!("test-{}", unique());
         let data = scratch.path.join("data");
-        let database = match db {
-            Db::Sqlite => String::new(),
-            Db::Postgres => format!("database_url: {:?}\n", postgres_database()),
+        let database = match database {
+            None => String::new(),
+            Some(url) => format!("database_url: {url:?}\n"),
         };
         let config = scratch.file(
             "serve.yaml",
@@ -119,7 +152,10 @@ impl Server {
             scratch,
             orphans_before: orphan_cgroups(),
         };
-        s.key = s.create_key("test", &[]);
+        s.key = match key {
+            Some(k) => k,
+            None => s.create_key("test", &[]),
+        };
         s.spawn();
         s
     }
