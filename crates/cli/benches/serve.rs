@@ -75,13 +75,17 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    let pool: usize = std::env::var("BENCH_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let cfg = dir.path().join("serve.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "listen: 127.0.0.1:0\ndata_dir: {}\npool:\n  size: 8\n  max_running: 16\n",
+            "listen: 127.0.0.1:0\ndata_dir: {}\npool:\n  size: {pool}\n  max_running: 16\n",
             data.display()
         ),
     )

@@ -421,7 +421,6 @@ pub(crate) async fn run_execution(
         }
         Err(e) => execution::Ran::failed(e.to_string()),
     };
-    app.pool.refill(&planned.profile);
     let report = ran.report.as_ref().ok().cloned();
     let capture = ran.capture.take();
     let result = execution::result_of(id, &planned, created, ran, limit);
@@ -460,6 +459,8 @@ pub(crate) async fn run_execution(
     if let Err(e) = stored {
         tracing::error!("recording execution {id}: {e}");
     }
+    // Replace the sandbox we used, now that the execution is recorded.
+    app.pool.refill(&planned.profile);
     (result, capture)
 }
 
