@@ -74,7 +74,21 @@ fn log_fail(e: LogError) -> anyhow::Error {
     fail(if e.is_tampering() { FAILED } else { IO }, e)
 }
 
+/// A log file, or the execution service's log in its database when `--log` is a database
+/// URL (`sqlite://PATH`, `postgres://...`).
+fn open_any(path: &Path) -> std::result::Result<AuditLog, String> {
+    let text = path.to_string_lossy();
+    if ironcage_server::audit_store::is_database_url(&text) {
+        return ironcage_server::audit_store::open_url(&text);
+    }
+    AuditLog::open_file_read(path).map_err(|e| e.to_string())
+}
+
 fn open_read(path: &Path) -> Result<AuditLog> {
+    let text = path.to_string_lossy();
+    if ironcage_server::audit_store::is_database_url(&text) {
+        return ironcage_server::audit_store::open_url(&text).map_err(|e| fail(IO, e));
+    }
     AuditLog::open_file_read(path).map_err(log_fail)
 }
 
@@ -394,7 +408,7 @@ fn verify_cmd(path: &Path, checkpoints: &[PathBuf], keys: &[String], json: bool)
         }
         fail(code, msg)
     };
-    let log = AuditLog::open_file_read(path).map_err(|e| report_err(IO, e.to_string()))?;
+    let log = open_any(path).map_err(|e| report_err(IO, e))?;
     let keys = verifiers(keys).map_err(|e| report_err(USAGE, format!("{e:#}")))?;
     let mut inputs = Vec::new();
     if let Some(note) = log

@@ -393,7 +393,7 @@ fn service_endpoints_describe_themselves() {
     assert_eq!(st, 200, "{ready:#}");
     assert_eq!(
         ready,
-        json!({"ready": true, "store": "ok", "pool_warm": true})
+        json!({"ready": true, "store": "ok", "pool_warm": true, "audit": true})
     );
     let (_, langs) = s.get("/v1/languages");
     let names: Vec<&str> = langs["languages"]
@@ -466,23 +466,77 @@ fn service_endpoints_describe_themselves() {
 fn executions_are_in_the_tamper_evident_audit_log() {
     let s = Server::start(Mode::Root, Db::Sqlite);
     let r = s.exec(json!({"language": "bash", "code": "echo hi", "env": {"API_TOKEN": "sk-live-abcdefghijklmnop1234"}}));
-    let log = s.scratch.path.join("data/audit.log");
-    let text = std::fs::read_to_string(&log).unwrap();
+    // The log lives in the store; `ironcage audit` reads it by URL.
+    let db = s.scratch.path.join("data/ironcage.db");
+    let url = format!("sqlite://{}", db.display());
+    let key = s.scratch.path.join("data/audit.key.pub");
+    let audit = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .arg("audit")
+            .args(args)
+            .args(["--log", &url])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = audit(&["tail", "-n", "50", "--json"]);
+    assert_eq!(code, 0, "{err}");
     assert!(text.contains(r["id"].as_str().unwrap()), "{text}");
     assert!(text.contains("run.end"));
     assert!(!text.contains("sk-live-abcdefghijklmnop1234"));
-    let out = std::process::Command::new(binary())
-        .args(["audit", "verify", "--log"])
-        .arg(&log)
-        .args(["--key"])
-        .arg(s.scratch.path.join("data/audit.key.pub"))
+    let (code, out, err) = audit(&["verify", "--key", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = audit(&["prove", "1", "--key", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    // Someone with write access to the database edits an entry: verification names it, and
+    // the server stops running code it can no longer record.
+    let edit = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'bash', 'bosh') AS BLOB) WHERE seq = 1\"); c.commit(); print(c.total_changes)"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&edit.stdout).trim(),
+        "1",
+        "{}",
+        String::from_utf8_lossy(&edit.stderr)
+    );
+    let (code, out, err) = audit(&["verify", "--key", key.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("entry 1"), "{out}{err}");
+    // An edit in the middle is verify's to find (appends check O(log n)); an edit of the
+    // newest entry stops the next append.
+    let r = s.exec(json!({"language": "sh", "code": "echo next"}));
+    assert_eq!(r["stdout"], "next\n");
+    let edit = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), '\\\"v\\\":1', '\\\"v\\\":2') AS BLOB) WHERE seq = (SELECT MAX(seq) FROM audit_entries)\"); c.commit()"])
+        .arg(&db)
         .output()
         .unwrap();
     assert!(
-        out.status.success(),
+        edit.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&edit.stderr)
     );
+    let _ = s.post(
+        "/v1/executions",
+        &json!({"language": "sh", "code": "echo not recorded"}),
+    );
+    let (st, e) = s.post(
+        "/v1/executions",
+        &json!({"language": "sh", "code": "echo refused"}),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{e:#}"
+    );
+    assert_eq!(request("GET", &s.url("/ready"), None, None).0, 503);
 }
 
 #[test]

@@ -40,6 +40,23 @@ pub struct App {
     /// One command or file change at a time per long-lived sandbox (on this instance; the
     /// store's version check covers several instances).
     pub sandbox_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when an execution could not be recorded in the audit log (tampering, or the
+    /// store failing): from then on nothing runs until an operator has looked.
+    pub audit_broken: Mutex<Option<String>>,
+}
+
+impl App {
+    /// Refuses new work while the audit log cannot record it.
+    pub(crate) fn check_audit(&self) -> Result<(), ApiError> {
+        match &*self.audit_broken.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                format!("executions are refused: the audit log cannot record them ({why})"),
+            )),
+        }
+    }
 }
 
 /// An error response: `{"error": {"code", "message"}}` with a status.
@@ -161,12 +178,14 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(app): State<Arc<App>>) -> Response {
     let store = app.store.ping().await;
     let warm = app.pool.warmed(&app.warm_profiles);
+    let audit = app.check_audit().is_ok();
     let body = json!({
-        "ready": store.is_ok() && warm,
+        "ready": store.is_ok() && warm && audit,
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
         "pool_warm": warm,
+        "audit": audit,
     });
-    let status = if store.is_ok() && warm {
+    let status = if store.is_ok() && warm && audit {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -346,6 +365,7 @@ async fn create_execution(
     let stream = matches!(q.stream.as_deref(), Some("true" | "1" | "yes"));
 
     // Capacity first, so a refusal is a clean status code and nothing was started.
+    app.check_audit()?;
     let (permit, key_slot) = acquire(&app, &key).await?;
 
     let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
@@ -518,7 +538,10 @@ async fn record_audit(
     .await;
     match appended {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("audit log: {e}"),
+        Ok(Err(e)) => {
+            tracing::error!("audit log: {e}; refusing executions until it is fixed");
+            *app.audit_broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
         Err(e) => tracing::error!("audit log: {e}"),
     }
 }

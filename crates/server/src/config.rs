@@ -36,6 +36,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// error, warn, info, debug.
     pub log_level: String,
+    /// The key signing the audit log (default DATA_DIR/audit.key). Instances sharing a
+    /// store must share it: each append checks the last checkpoint was signed by it.
+    pub audit_key: Option<PathBuf>,
     /// Names this instance in the store (executions it was running when it died are marked
     /// failed when it starts again). Default: host name and listen address.
     pub node: Option<String>,
@@ -131,6 +134,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             database_url: None,
             log_level: "info".into(),
+            audit_key: None,
             node: None,
             pool: PoolConfig::default(),
             limits: LimitsConfig::default(),

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod audit_store;
 pub mod config;
 pub mod execution;
 pub mod host;

@@ -293,6 +293,7 @@ pub async fn command(
         timeout_ms,
     };
 
+    app.check_audit()?;
     let (permit, key_slot) = acquire(&app, &key).await?;
     let exec_id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
     let created = now_ms();

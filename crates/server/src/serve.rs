@@ -110,12 +110,22 @@ async fn serve_async(cfg: Config) -> Result<()> {
         bail!("no language is available: none of the built-in interpreters exists and the config file adds none");
     }
 
-    let key_path = cfg.data_dir.join("audit.key");
+    // The audit log lives in the store; the key that signs it on disk (instances sharing a
+    // store share the key: `audit_key`).
+    let key_path = cfg
+        .audit_key
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("audit.key"));
     let (key, _) = ironcage_audit::note::load_or_create_key(&key_path)
         .map_err(|e| anyhow!("audit signing key {}: {e}", key_path.display()))?;
-    let audit_path = cfg.data_dir.join("audit.log");
-    let audit = ironcage_audit::AuditLog::open_file(&audit_path, Some(key))
-        .map_err(|e| anyhow!("audit log {}: {e}", audit_path.display()))?;
+    let audit = ironcage_audit::AuditLog::new(
+        Box::new(crate::audit_store::SqlAuditStore::new(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            &crate::store::redact_url(&cfg.database_url()),
+        )),
+        Some(key),
+    );
 
     let metrics = Arc::new(Metrics::default());
     let exe = std::env::current_exe().context("finding the ironcage binary")?;
@@ -161,6 +171,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
         node,
         audit: Arc::new(Mutex::new(audit)),
         sandbox_locks: Mutex::default(),
+        audit_broken: Mutex::default(),
         cfg: cfg.clone(),
     });
     // Expired long-lived sandboxes are removed every few seconds.

@@ -79,6 +79,23 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         "CREATE INDEX sandboxes_by_expiry ON sandboxes (expires_ms)",
     ),
+    // The tamper-evident audit log (audit_store.rs).
+    (
+        8,
+        "CREATE TABLE audit_entries (seq BIGINT PRIMARY KEY, entry {blob} NOT NULL)",
+    ),
+    (
+        9,
+        "CREATE TABLE audit_nodes (pos BIGINT PRIMARY KEY, hash {blob} NOT NULL)",
+    ),
+    (
+        10,
+        "CREATE TABLE audit_head (id BIGINT PRIMARY KEY, size BIGINT NOT NULL, checkpoint TEXT)",
+    ),
+    (
+        11,
+        "INSERT INTO audit_head (id, size, checkpoint) VALUES (1, 0, NULL)",
+    ),
 ];
 
 #[derive(Clone)]
@@ -217,6 +234,10 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

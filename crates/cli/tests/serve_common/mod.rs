@@ -104,12 +104,17 @@ impl Server {
             .expect("a PostgreSQL server to share")
             .trim_matches('"')
             .to_string();
+        // Instances sharing a store share the audit log's signing key.
+        let key = other.scratch.path.join("data/audit.key");
         Server::start_on(
             other.mode,
             other.db,
             Some(url),
             Some(other.key.clone()),
-            Options::default(),
+            Options {
+                extra: format!("audit_key: {}\n", key.display()),
+                ..Options::default()
+            },
         )
     }
 
