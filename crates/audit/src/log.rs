@@ -192,6 +192,11 @@ impl AuditLog {
         Ok(AuditLog::new(Box::new(FileStore::open_read(path)?), None))
     }
 
+    /// Signs from now on with `key` (a log opened for reading, then checkpointed).
+    pub fn set_signer(&mut self, key: SigningKey) {
+        self.signer = Some(key);
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }

@@ -84,6 +84,17 @@ fn open_any(path: &Path) -> std::result::Result<AuditLog, String> {
     AuditLog::open_file_read(path).map_err(|e| e.to_string())
 }
 
+/// An existing log, to sign (a file, or a database URL).
+fn open_signing(path: &Path, key: SigningKey) -> Result<AuditLog> {
+    let text = path.to_string_lossy();
+    if ironcage_server::audit_store::is_database_url(&text) {
+        let mut log = ironcage_server::audit_store::open_url(&text).map_err(|e| fail(IO, e))?;
+        log.set_signer(key);
+        return Ok(log);
+    }
+    AuditLog::open_file_existing(path, Some(key)).map_err(log_fail)
+}
+
 fn open_read(path: &Path) -> Result<AuditLog> {
     let text = path.to_string_lossy();
     if ironcage_server::audit_store::is_database_url(&text) {
@@ -502,7 +513,7 @@ fn checkpoint(
     let explicit = key.is_some();
     let note_text = match signing_key(key, true) {
         Ok(key) => {
-            let mut log = AuditLog::open_file_existing(path, Some(key)).map_err(log_fail)?;
+            let mut log = open_signing(path, key)?;
             let a = if adopt {
                 log.checkpoint_adopting()
             } else {
@@ -717,7 +728,7 @@ fn export(
     }
     let (log, note_text) = match &signer {
         Some(k) => {
-            let mut log = AuditLog::open_file_existing(path, Some(k.clone())).map_err(log_fail)?;
+            let mut log = open_signing(path, k.clone())?;
             let a = log.checkpoint_now().map_err(log_fail)?;
             print_repairs(path, &a);
             (log, a.checkpoint.unwrap_or_default())

@@ -492,6 +492,29 @@ fn executions_are_in_the_tamper_evident_audit_log() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, _, err) = audit(&["prove", "1", "--key", key.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    // Exported and verified offline with the public key only.
+    let bundle = s.scratch.path.join("bundle.json");
+    let signing = s.scratch.path.join("data/audit.key");
+    let (code, _, err) = audit(&[
+        "export",
+        "--out",
+        bundle.to_str().unwrap(),
+        "--key",
+        signing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let out = std::process::Command::new(binary())
+        .args(["audit", "verify-bundle"])
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Someone with write access to the database edits an entry: verification names it, and
     // the server stops running code it can no longer record.
