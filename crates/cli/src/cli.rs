@@ -36,6 +36,12 @@ pub enum Command {
     /// Internal: one pooled sandbox of `ironcage serve` (talks on stdin, a socket).
     #[command(hide = true, name = "sandbox-host")]
     SandboxHost { spec: String },
+    /// Internal: forks sandbox hosts for `ironcage serve` (talks on stdin, a socket).
+    #[command(hide = true, name = "sandbox-zygote")]
+    SandboxZygote {
+        #[arg(long, default_value = "")]
+        node: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1342,3 +1342,29 @@ pub fn null_stdio() -> io::Result<()> {
         .open("/dev/null")?;
     (0..3).try_for_each(|fd| dup2(null.as_raw_fd(), fd))
 }
+
+/// Sends `sig` to the process behind a pidfd (no pid-reuse race).
+pub fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes integers and a null siginfo.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// SIGCHLD ignored (`true`: children are reaped by the kernel, never zombies) or default.
+pub fn set_sigchld_ignored(ignored: bool) {
+    let disp = if ignored {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: SIG_IGN and SIG_DFL are always valid dispositions for SIGCHLD.
+    unsafe { libc::signal(libc::SIGCHLD, disp) };
+}

@@ -392,8 +392,7 @@ pub async fn run(
         warm.ctl_write.flush().await
     };
     if let Err(e) = send.await {
-        let _ = warm.child.start_kill();
-        let _ = warm.child.wait().await;
+        warm.host.kill();
         return Ran::failed(format!("the sandbox went away before its job: {e}"));
     }
     let wants_capture = job.capture;
@@ -427,16 +426,13 @@ pub async fn run(
             capture,
         },
         Err(_) => {
-            let _ = warm.child.start_kill();
+            warm.host.kill();
             Ran::failed("the sandbox host did not finish in time and was killed".into())
         }
     };
     // The host sent its report before cleaning up (cgroup removal, init's teardown): it
-    // is reaped in the background rather than waited for.
-    let mut child = warm.child;
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
+    // is not waited for (the zygote's children are reaped by the kernel).
+    drop(warm.host);
     ran
 }
 

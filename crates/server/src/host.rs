@@ -11,16 +11,18 @@
 
 use ironcage_policy::units::Size;
 use ironcage_policy::{Policy, SandboxPath};
-use ironcage_sandbox::{make_plan, probe, run, Request};
+use ironcage_sandbox::{make_plan, probe, run, sys, Plan, Request};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 /// Where every execution's files go and where it runs: a scratch tmpfs of its own.
 pub const WORK_DIR: &str = "/work";
 
 /// What the server asks a host to build (passed as JSON in the one argument).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct Spec {
     pub profile: String,
     /// The largest memory limit a job may ask for; jobs lower it.
@@ -103,25 +105,136 @@ pub fn main(spec_json: &str) -> i32 {
 
 fn host(spec_json: &str) -> Result<ironcage_sandbox::RunReport, String> {
     let spec: Spec = serde_json::from_str(spec_json).map_err(|e| format!("bad spec: {e}"))?;
-    let loaded = ironcage_policy::find_profile(&spec.profile).map_err(|e| e.to_string())?;
-    let policy = service_policy(loaded.policy, &spec);
     let facts = probe::host_facts();
+    let plan = plan_for(&spec, &facts)?;
+    supervise(&spec, &plan, &facts)
+}
+
+/// The held plan for a spec (everything but the run id, which only names the run).
+fn plan_for(spec: &Spec, facts: &ironcage_sandbox::HostFacts) -> Result<Plan, String> {
+    let loaded = ironcage_policy::find_profile(&spec.profile).map_err(|e| e.to_string())?;
+    let policy = service_policy(loaded.policy, spec);
     let req = Request {
         // Replaced by the job's; the plan needs one to be valid.
         argv: vec!["/bin/true".into()],
         cwd: Some(PathBuf::from(WORK_DIR)),
         ..Request::default()
     };
-    let mut plan = make_plan(&policy, &req, &facts).map_err(|e| e.to_string())?;
+    let mut plan = make_plan(&policy, &req, facts).map_err(|e| e.to_string())?;
     plan.held = true;
+    Ok(plan)
+}
+
+fn supervise(
+    spec: &Spec,
+    plan: &Plan,
+    facts: &ironcage_sandbox::HostFacts,
+) -> Result<ironcage_sandbox::RunReport, String> {
     let ctx = run::Context {
         run_id: &spec.run_id,
-        policy_name: &policy.name,
+        policy_name: &spec.profile,
         cgroup_parent: facts.cgroup.as_ref().ok(),
         block_devices: &facts.block_devices,
         is_root: facts.is_root,
         relay_tty: false,
         held: Some(0),
     };
-    run::run(&plan, &ctx).map_err(|e| format!("sandbox setup failed: {e}"))
+    run::run(plan, &ctx).map_err(|e| format!("sandbox setup failed: {e}"))
+}
+
+/// Entry point of `ironcage sandbox-zygote --node NODE` (the node only names the server
+/// in `ps`, for its hosts too, which share the command line): a single-threaded process that forks sandbox
+/// hosts for the server, so a host costs a fork instead of an exec of this binary plus
+/// probing the host, loading the profile and planning (done once per spec here).
+///
+/// Protocol on fd 0 (a Unix socket to the server), per host: three descriptors (the
+/// host's control socket, stdout and stderr, one per message), then a 4-byte length and
+/// the spec as JSON. The reply is a pidfd of the new host, or a message without one if
+/// the fork failed. The host is a child of ours that the kernel reaps (SIGCHLD ignored).
+/// When the server goes away (end of file), the zygote exits; its hosts live on until
+/// their own control sockets close.
+pub fn zygote_main(_node: &str) -> i32 {
+    sys::set_sigchld_ignored(true);
+    let facts = probe::host_facts();
+    let mut plans: HashMap<String, Result<Plan, String>> = HashMap::new();
+    loop {
+        let mut fds = Vec::with_capacity(3);
+        for _ in 0..3 {
+            match sys::recv_fd(0) {
+                Ok(Some(fd)) => fds.push(fd),
+                _ => return 0, // the server is gone
+            }
+        }
+        let mut len = [0u8; 4];
+        if sys::read_exact(0, &mut len).is_err() {
+            return 0;
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if n > 1 << 20 {
+            return 1;
+        }
+        let mut spec_json = vec![0u8; n];
+        if sys::read_exact(0, &mut spec_json).is_err() {
+            return 0;
+        }
+        let spec: Result<Spec, String> =
+            serde_json::from_slice(&spec_json).map_err(|e| format!("bad spec: {e}"));
+        let key = {
+            let mut k = spec.as_ref().ok().cloned();
+            if let Some(k) = k.as_mut() {
+                k.run_id.clear();
+            }
+            serde_json::to_string(&k).unwrap_or_default()
+        };
+        let plan = plans
+            .entry(key)
+            .or_insert_with(|| spec.clone().and_then(|s| plan_for(&s, &facts)));
+        match sys::fork() {
+            Ok(Some(pid)) => {
+                drop(fds);
+                match sys::pidfd_open(pid) {
+                    Ok(pidfd) => {
+                        let _ = sys::send_fd(0, pidfd.as_raw_fd());
+                    }
+                    Err(_) => {
+                        let _ = sys::write_all(0, b"x");
+                    }
+                }
+            }
+            Ok(None) => {
+                // The host: its control socket, stdout and stderr become 0, 1, 2.
+                sys::set_sigchld_ignored(false);
+                sys::set_name(c"ironcage-host");
+                let ok = fds
+                    .iter()
+                    .enumerate()
+                    .all(|(i, fd)| sys::dup2(fd.as_raw_fd(), i as i32).is_ok());
+                drop(fds);
+                let _ = sys::close_range(3, u32::MAX);
+                if !ok {
+                    sys::exit_now(1);
+                }
+                let result = match (spec, plan.as_ref()) {
+                    (Ok(spec), Ok(plan)) => supervise(&spec, plan, &facts),
+                    (Err(e), _) => Err(e),
+                    (_, Err(e)) => Err(e.clone()),
+                };
+                let code = match result {
+                    Ok(_) => 0,
+                    Err(e) => {
+                        if let Ok(mut line) = serde_json::to_vec(&HostMessage::Error(e)) {
+                            line.push(b'\n');
+                            let _ = sys::write_all(0, &line);
+                        }
+                        1
+                    }
+                };
+                sys::exit_now(code);
+            }
+            Err(_) => {
+                drop(fds);
+                let _ = sys::write_all(0, b"x");
+            }
+        }
+    }
 }

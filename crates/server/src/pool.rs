@@ -8,7 +8,9 @@
 
 use crate::host::Spec;
 use crate::metrics::Metrics;
+use ironcage_sandbox::sys;
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -29,14 +31,39 @@ pub enum PoolError {
     Slow(String),
 }
 
+/// A sandbox host process, known by a pidfd (it is the zygote's child, not ours): killed
+/// without a pid-reuse race, and awaited by polling the pidfd.
+pub struct HostProc {
+    pidfd: OwnedFd,
+}
+
+impl HostProc {
+    pub fn kill(&self) {
+        let _ = sys::pidfd_send_signal(self.pidfd.as_raw_fd(), libc::SIGKILL);
+    }
+
+    /// Whether it is still running (the pidfd turns readable when it exits).
+    pub fn alive(&self) -> bool {
+        matches!(sys::poll(&[(self.pidfd.as_raw_fd(), libc::POLLIN)], 0), Ok(r) if r[0] == 0)
+    }
+
+    /// Waits for it to exit (the zygote's kernel-side reaping does the rest).
+    pub async fn wait(self) {
+        // Only on failure paths: a short poll is enough.
+        while self.alive() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// A built sandbox waiting for its job.
 pub struct Warm {
     pub profile: String,
-    pub child: Child,
+    pub host: HostProc,
     pub ctl_read: BufReader<OwnedReadHalf>,
     pub ctl_write: OwnedWriteHalf,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
 }
 
 /// The limits every pooled sandbox is built with (the server's maxima).
@@ -52,6 +79,51 @@ pub struct Build {
     pub node: String,
 }
 
+/// The zygote (`ironcage sandbox-zygote`, see `host::zygote_main`) and our end of its
+/// socket; restarted if it dies.
+struct Zygote {
+    sock: std::os::unix::net::UnixStream,
+    child: std::process::Child,
+}
+
+impl Zygote {
+    fn start(exe: &std::path::Path, node: &str) -> std::io::Result<Zygote> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        // A clean environment: nothing of the server's (database URLs, tokens) reaches
+        // the hosts, and so nothing can reach a sandbox through a policy's `pass` list.
+        let child = std::process::Command::new(exe)
+            .args(["sandbox-zygote", "--node", node])
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .spawn()?;
+        Ok(Zygote { sock: ours, child })
+    }
+
+    /// Asks for a host; returns its pidfd.
+    fn fork_host(&mut self, fds: [&OwnedFd; 3], spec: &[u8]) -> std::io::Result<OwnedFd> {
+        use std::io::Write;
+        let s = self.sock.as_raw_fd();
+        for fd in fds {
+            sys::send_fd(s, fd.as_raw_fd())?;
+        }
+        let mut msg = (spec.len() as u32).to_le_bytes().to_vec();
+        msg.extend_from_slice(spec);
+        self.sock.write_all(&msg)?;
+        sys::recv_fd(s)?.ok_or_else(|| std::io::Error::other("the zygote could not fork a host"))
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // Closing our end makes it exit; reap it.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
 pub struct Pool {
     build: Build,
     size: usize,
@@ -61,6 +133,7 @@ pub struct Pool {
     filled: Mutex<HashMap<String, bool>>,
     metrics: Arc<Metrics>,
     closed: AtomicBool,
+    zygote: Arc<Mutex<Option<Zygote>>>,
 }
 
 impl Pool {
@@ -73,12 +146,43 @@ impl Pool {
             filled: Mutex::default(),
             metrics,
             closed: AtomicBool::new(false),
+            zygote: Arc::default(),
         })
+    }
+
+    /// Forks a host through the zygote (started, or restarted, as needed).
+    async fn fork_host(&self, fds: [OwnedFd; 3], spec: Vec<u8>) -> std::io::Result<OwnedFd> {
+        let zygote = Arc::clone(&self.zygote);
+        let exe = self.build.exe.clone();
+        let node = self.build.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut z = zygote.lock().unwrap_or_else(|p| p.into_inner());
+            for attempt in 0..2 {
+                if z.is_none() {
+                    *z = Some(Zygote::start(&exe, &node)?);
+                }
+                let Some(zy) = z.as_mut() else { continue };
+                match zy.fork_host([&fds[0], &fds[1], &fds[2]], &spec) {
+                    Ok(pidfd) => return Ok(pidfd),
+                    // A dead zygote (EOF, EPIPE): start a new one and try once more.
+                    Err(e) if attempt == 0 => {
+                        tracing::warn!("sandbox zygote: {e}; restarting it");
+                        *z = None;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(std::io::Error::other("the sandbox zygote keeps failing"))
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Builds one sandbox and waits until it is ready.
     pub async fn spawn(&self, profile: &str) -> Result<Warm, PoolError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(PoolError::Spawn)?;
+        let (out_r, out_w) = sys::pipe().map_err(PoolError::Spawn)?;
+        let (err_r, err_w) = sys::pipe().map_err(PoolError::Spawn)?;
         let spec = Spec {
             profile: profile.to_string(),
             memory_limit_bytes: self.build.memory_limit_bytes,
@@ -89,22 +193,17 @@ impl Pool {
             run_id: ironcage_audit::run_events::new_run_id(),
             node: self.build.node.clone(),
         };
-        let spec = serde_json::to_string(&spec).map_err(|e| PoolError::Build {
+        let spec = serde_json::to_vec(&spec).map_err(|e| PoolError::Build {
             profile: profile.into(),
             reason: e.to_string(),
         })?;
-        // A clean environment: nothing of the server's (database URLs, tokens) reaches
-        // the host, and so nothing can reach the sandbox through a policy's `pass` list.
-        let mut child = Command::new(&self.build.exe)
-            .arg("sandbox-host")
-            .arg(spec)
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .spawn()
+        // Our copies of the host's ends are closed when this returns (end of file on the
+        // output pipes must mean the sandbox is done with them).
+        let pidfd = self
+            .fork_host([OwnedFd::from(theirs), out_w, err_w], spec)
+            .await
             .map_err(PoolError::Spawn)?;
+        let host = HostProc { pidfd };
         ours.set_nonblocking(true).map_err(PoolError::Spawn)?;
         let ctl = tokio::net::UnixStream::from_std(ours).map_err(PoolError::Spawn)?;
         let (r, w) = ctl.into_split();
@@ -117,13 +216,13 @@ impl Pool {
         };
         match read.await {
             Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                host.kill();
+                host.wait().await;
                 return Err(PoolError::Slow(profile.into()));
             }
             Ok(Ok(_)) if line == "ready\n" => {}
             Ok(Ok(_)) => {
-                let _ = child.wait().await;
+                host.wait().await;
                 let reason = match serde_json::from_str::<crate::host::HostMessage>(&line) {
                     Ok(crate::host::HostMessage::Error(e)) => e,
                     _ if line.is_empty() => "the sandbox host exited".into(),
@@ -132,21 +231,19 @@ impl Pool {
                 return Err(failed(reason));
             }
             Ok(Err(e)) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
+                host.kill();
+                host.wait().await;
                 return Err(failed(e.to_string()));
             }
         }
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(failed("no output pipes".into()));
-        };
+        let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(PoolError::Spawn);
         Ok(Warm {
             profile: profile.to_string(),
-            child,
+            host,
             ctl_read,
             ctl_write: w,
-            stdout,
-            stderr,
+            stdout: pipe(out_r)?,
+            stderr: pipe(err_r)?,
         })
     }
 
@@ -156,9 +253,9 @@ impl Pool {
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(q) = idle.get_mut(profile) {
-                while let Some(mut w) = q.pop_front() {
+                while let Some(w) = q.pop_front() {
                     // One that died while idle (killed from outside) is discarded.
-                    if matches!(w.child.try_wait(), Ok(None)) {
+                    if w.host.alive() {
                         found = Some(w);
                         break;
                     }
@@ -261,18 +358,19 @@ impl Pool {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.drain().flat_map(|(_, q)| q).collect()
         };
-        let mut children = Vec::new();
-        for w in all {
-            let Warm { child, .. } = w;
-            children.push(child);
-        }
-        for mut c in children {
-            if tokio::time::timeout(Duration::from_secs(5), c.wait())
-                .await
-                .is_err()
+        let hosts: Vec<HostProc> = all.into_iter().map(|w| w.host).collect();
+        for h in hosts {
+            // Each host sees its socket close (the Warm was dropped), kills its sandbox and
+            // removes its cgroup; one that does not within 5 s is killed.
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                while h.alive() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .is_err()
             {
-                let _ = c.start_kill();
-                let _ = c.wait().await;
+                h.kill();
             }
         }
         self.report_idle();

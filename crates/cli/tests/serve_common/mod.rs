@@ -282,8 +282,8 @@ impl Server {
         self.exec(json!({"language": "python", "code": code}))
     }
 
-    /// Sandbox hosts of this server (each holds one sandbox; init and the workload die
-    /// with it), found by the node name in their command line.
+    /// This server's sandbox zygote and hosts (each holds one sandbox; init and the
+    /// workload die with it), found by the node name in their command line.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -293,7 +293,7 @@ impl Server {
             }
             if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains("sandbox-host") && cmd.contains(&format!("\"{}\"", self.node)) {
+                if cmd.contains(&format!("sandbox-zygote --node {} ", self.node)) {
                     out.push(format!("{name}: {cmd}"));
                 }
             }
