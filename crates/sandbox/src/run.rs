@@ -99,7 +99,9 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
     }
     // Cgroups of supervisors that were killed before they could clean up (SIGKILL): swept
     // after our own run, so it costs the sandboxed command nothing.
-    if let (Some(parent), true) = (ctx.cgroup_parent, plan.cgroup.is_some()) {
+    // (Held sandboxes leave that to the service, which sweeps periodically: with many
+    // sandboxes at once, reading the parent directory after each would add up.)
+    if let (Some(parent), true, None) = (ctx.cgroup_parent, plan.cgroup.is_some(), ctx.held) {
         cgroup::sweep_stale(parent);
     }
     result

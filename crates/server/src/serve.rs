@@ -174,15 +174,25 @@ async fn serve_async(cfg: Config) -> Result<()> {
         audit_broken: Mutex::default(),
         cfg: cfg.clone(),
     });
-    // Expired long-lived sandboxes are removed every few seconds.
+    // Expired long-lived sandboxes are removed every few seconds; cgroups of sandbox hosts
+    // that were killed (a host past its deadline) every minute.
     {
         let store = store.clone();
+        let parent = facts.cgroup.clone().ok();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            let mut n = 0u64;
             loop {
                 tick.tick().await;
                 if let Err(e) = store.reap_sandboxes().await {
                     tracing::warn!("reaping expired sandboxes: {e}");
+                }
+                n += 1;
+                if let (Some(p), 0) = (parent.clone(), n % 12) {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        ironcage_sandbox::cgroup::sweep_stale(&p)
+                    })
+                    .await;
                 }
             }
         });
