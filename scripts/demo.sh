@@ -25,3 +25,14 @@ echo
 echo "== the audit log: both runs are on record, signed and verifiable"
 $bin audit tail -n 8
 $bin audit verify
+echo
+echo "== the execution service: ironcage serve, an API key, code over HTTP"
+data=$(mktemp -d)
+key=$($bin key create --name demo --data-dir "$data" 2>/dev/null)
+$bin serve --data-dir "$data" --listen 127.0.0.1:0 --log-level warn 2>"$data/serve.log" &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$data/serve.log" 2>/dev/null && break; sleep 0.1; done
+addr=$(sed -n 's/.*listening on http:\/\/\([^ ]*\).*/\1/p' "$data/serve.log")
+curl -s -H "Authorization: Bearer $key" -d '{"language":"python","code":"import sys; print(sum(range(10)), sys.version.split()[0])"}' "http://$addr/v1/executions" |
+  /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("POST /v1/executions ->", r["status"], "| exit", r["exit_code"], "| stdout", repr(r["stdout"]), "|", r["duration_ms"], "ms")'
