@@ -79,7 +79,7 @@ fn log_fail(e: LogError) -> anyhow::Error {
 fn open_any(path: &Path) -> std::result::Result<AuditLog, String> {
     let text = path.to_string_lossy();
     if ironcage_server::audit_store::is_database_url(&text) {
-        return ironcage_server::audit_store::open_url(&text);
+        return ironcage_server::audit_store::open_url(&text, false);
     }
     AuditLog::open_file_read(path).map_err(|e| e.to_string())
 }
@@ -88,7 +88,8 @@ fn open_any(path: &Path) -> std::result::Result<AuditLog, String> {
 fn open_signing(path: &Path, key: SigningKey) -> Result<AuditLog> {
     let text = path.to_string_lossy();
     if ironcage_server::audit_store::is_database_url(&text) {
-        let mut log = ironcage_server::audit_store::open_url(&text).map_err(|e| fail(IO, e))?;
+        let mut log =
+            ironcage_server::audit_store::open_url(&text, true).map_err(|e| fail(IO, e))?;
         log.set_signer(key);
         return Ok(log);
     }
@@ -98,7 +99,7 @@ fn open_signing(path: &Path, key: SigningKey) -> Result<AuditLog> {
 fn open_read(path: &Path) -> Result<AuditLog> {
     let text = path.to_string_lossy();
     if ironcage_server::audit_store::is_database_url(&text) {
-        return ironcage_server::audit_store::open_url(&text).map_err(|e| fail(IO, e));
+        return ironcage_server::audit_store::open_url(&text, false).map_err(|e| fail(IO, e));
     }
     AuditLog::open_file_read(path).map_err(log_fail)
 }

@@ -33,9 +33,6 @@ pub enum Command {
     /// Create, list and revoke the execution service's API keys.
     #[command(subcommand)]
     Key(KeyCmd),
-    /// Internal: one pooled sandbox of `ironcage serve` (talks on stdin, a socket).
-    #[command(hide = true, name = "sandbox-host")]
-    SandboxHost { spec: String },
     /// Internal: forks sandbox hosts for `ironcage serve` (talks on stdin, a socket).
     #[command(hide = true, name = "sandbox-zygote")]
     SandboxZygote {

@@ -56,7 +56,6 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Profile(p) => profile(p),
         Command::Cgroup(CgroupCmd::Delegate { user }) => delegate(&user),
         Command::Audit(args) => crate::audit_cmd::run(args),
-        Command::SandboxHost { spec } => Ok(ironcage_server::host::main(&spec)),
         Command::SandboxZygote { node } => Ok(ironcage_server::host::zygote_main(&node)),
         Command::Serve(args) => crate::serve_cmd::serve(args),
         Command::Key(cmd) => crate::serve_cmd::key(cmd),

@@ -369,6 +369,22 @@ fn bad_requests_get_clear_errors() {
     assert_eq!((st, e["error"]["code"].as_str()), (404, Some("not_found")));
     let (st, _) = s.get("/v1/executions?limit=0");
     assert_eq!(st, 400);
+    // Errors the framework makes (bad query types, wrong method) are JSON too.
+    let (st, e) = s.get("/v1/executions?limit=many");
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{e:#}"
+    );
+    let (st, e) = request("DELETE", &s.url("/v1/executions"), Some(&s.key), None);
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{e:#}"
+    );
+    let (st, e) = request("PUT", &s.url("/v1/executions/x"), Some(&s.key), Some(b"{}"));
+    assert_eq!(st, 405, "{e:#}");
+    assert!(e["error"]["message"].is_string(), "{e:#}");
     // And the server is still fine.
     assert_eq!(s.python("print(1)")["stdout"], "1\n");
 }
@@ -560,6 +576,53 @@ fn executions_are_in_the_tamper_evident_audit_log() {
         "{e:#}"
     );
     assert_eq!(request("GET", &s.url("/ready"), None, None).0, 503);
+}
+
+/// The newest entry edited together with its stored leaf hash: the leaf no longer hashes
+/// up to the signed tree, so the next append is refused.
+#[test]
+fn an_edit_of_the_newest_audit_entry_and_its_leaf_is_refused() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    for i in 0..3 {
+        s.exec(json!({"language": "sh", "code": format!("echo {i}")}));
+    }
+    let db = s.scratch.path.join("data/ironcage.db");
+    let script = r#"
+import sqlite3, sys, hashlib
+c = sqlite3.connect(sys.argv[1])
+seq, entry = c.execute("SELECT seq, entry FROM audit_entries ORDER BY seq DESC LIMIT 1").fetchone()
+new = bytes(entry).replace(b'"v":1', b'"v":2')
+assert new != bytes(entry)
+leaf = hashlib.sha256(b"\x00" + new).digest()
+def node_count(n): return 2 * n - bin(n).count("1")
+pos = node_count(seq)
+c.execute("UPDATE audit_entries SET entry = ? WHERE seq = ?", (new, seq))
+assert c.execute("UPDATE audit_nodes SET hash = ? WHERE pos = ?", (leaf, pos)).rowcount == 1
+c.commit()
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = s.post(
+        "/v1/executions",
+        &json!({"language": "sh", "code": "echo not recorded"}),
+    );
+    let (st, e) = s.post(
+        "/v1/executions",
+        &json!({"language": "sh", "code": "echo refused"}),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{e:#}"
+    );
 }
 
 #[test]
@@ -987,4 +1050,118 @@ fn two_instances_share_one_postgresql_store() {
         0,
         "{all:#}"
     );
+}
+
+/// One raw HTTP/1.1 request (no client-side path normalisation): (status, body).
+fn raw_request(base: &str, method: &str, path: &str, key: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(body).unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// From the review of long-lived sandboxes: a client that goes away, a TTL shorter than
+/// the command, names that would break the stored list, unreadable files.
+#[test]
+fn long_lived_sandboxes_survive_hostile_and_careless_clients() {
+    let s = Server::start(Mode::Root, Db::Sqlite);
+    let (_, sb) = s.post("/v1/sandboxes", &json!({"ttl_seconds": 2}));
+    let id = sb["id"].as_str().unwrap().to_string();
+    let base = format!("/v1/sandboxes/{id}");
+    // The client gives up after 0.5 s; the command still ends and its files are kept.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_millis(500))
+        .build();
+    let r = agent
+        .post(&s.url(&format!("{base}/commands")))
+        .set("Authorization", &format!("Bearer {}", s.key))
+        .send_string(
+            &json!({"cmd": "sh", "args": ["-c", "sleep 3; echo kept > out.txt"]}).to_string(),
+        );
+    assert!(r.is_err(), "the client should have timed out");
+    // Meanwhile the TTL (2 s) passes: a running command keeps its sandbox alive.
+    std::thread::sleep(Duration::from_millis(3500));
+    let (st, _, body) = request_full(
+        "GET",
+        &s.url(&format!("{base}/files/out.txt")),
+        Some(&s.key),
+        None,
+        &[],
+    );
+    assert_eq!((st, body.as_str()), (200, "kept\n"));
+    // "." names no file: refused, and the sandbox stays usable.
+    let (st, body) = raw_request(&s.base, "PUT", &format!("{base}/files/."), &s.key, b"x");
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = raw_request(&s.base, "PUT", &format!("{base}/files/./."), &s.key, b"x");
+    assert!(st == 400 || st == 404, "{st} {body}");
+    // Long names until the list is full: 413, never a broken sandbox.
+    let (st, body) = raw_request(
+        &s.base,
+        "PUT",
+        &format!("{base}/files/{}", "n".repeat(256)),
+        &s.key,
+        b"",
+    );
+    assert_eq!(st, 400, "{body}");
+    let long = vec!["n".repeat(250); 15].join("/");
+    let mut full = false;
+    for i in 0..400 {
+        let (st, body) = raw_request(
+            &s.base,
+            "PUT",
+            &format!("{base}/files/{long}/{i}"),
+            &s.key,
+            b"",
+        );
+        if st == 413 {
+            full = true;
+            break;
+        }
+        assert_eq!(st, 200, "{body}");
+    }
+    assert!(full, "the list of names was never refused");
+    assert_eq!(s.get(&base).0, 200);
+    // An unreadable file is left out and named; everything else is kept.
+    let (_, r) = s.post(&format!("{base}/commands"), &json!({"cmd": "sh", "args": ["-c", "rm -rf n*; echo a > ok.txt; echo b > secret; chmod 000 secret"]}));
+    assert_eq!(r["files_saved"], true, "{r:#}");
+    assert!(
+        r["files_note"].as_str().unwrap_or("").contains("secret"),
+        "{r:#}"
+    );
+    let (st, _, body) = request_full(
+        "GET",
+        &s.url(&format!("{base}/files/ok.txt")),
+        Some(&s.key),
+        None,
+        &[],
+    );
+    assert_eq!((st, body.as_str()), (200, "a\n"));
+    // The audit CLI never creates a database by mistake.
+    let missing = s.scratch.path.join("typo/none.db");
+    let out = std::process::Command::new(binary())
+        .args([
+            "audit",
+            "verify",
+            "--log",
+            &format!("sqlite://{}", missing.display()),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!missing.exists());
 }

@@ -198,7 +198,9 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
             Err(e) => fail(status, "receive job", e),
         };
         if job.capture {
-            capture_to = io.capture;
+            capture_to = io
+                .capture
+                .map(|fd| (fd, job.capture_limit.unwrap_or(crate::job::MAX_JOB as u64)));
         }
         match apply_job(plan, job) {
             Ok(p) => {
@@ -237,7 +239,7 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     // A held sandbox's output pipes end when the workload's processes end: init, which
     // outlives them for a while (namespace teardown), lets go of its copies.
     if plan.held {
-        let _ = sys::null_stdio();
+        let _ = sys::null_stdio(&[0, 1, 2]);
     }
     // init needs no privilege from here on.
     let _ = sys::restrict_capabilities(&[]);
@@ -271,8 +273,8 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
                         );
                     }
                     send(status, &s);
-                    if let Some(fd) = capture_to.as_ref() {
-                        send_capture(fd.as_raw_fd(), &plan.working_dir);
+                    if let Some((fd, limit)) = capture_to.as_ref() {
+                        send_capture(fd.as_raw_fd(), &plan.working_dir, *limit);
                     }
                     // Exiting tears down the pid namespace: the kernel SIGKILLs the rest.
                     sys::exit_now(match s {
@@ -288,9 +290,9 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
 }
 
 /// Ends every other process of the sandbox (nothing may change the files while they are
-/// read), then writes the working directory as a job frame; an empty frame with an error
-/// marker if it cannot be read. Runs in init after the workload has exited.
-fn send_capture(fd: RawFd, dir: &Path) {
+/// read), then streams the working directory as a job frame (`job::write_capture`).
+/// Runs in init after the workload has exited.
+fn send_capture(fd: RawFd, dir: &Path, limit: u64) {
     let _ = sys::kill(-1, libc::SIGKILL);
     // Reap what we just killed, so nothing holds files open mid-read.
     while let Ok((pid, _, _)) = sys::wait4(-1, 0) {
@@ -298,18 +300,18 @@ fn send_capture(fd: RawFd, dir: &Path) {
             break;
         }
     }
-    let frame = match crate::job::capture(dir) {
-        Ok(files) => Job {
-            argv: vec!["capture".into()],
-            files,
-            ..Job::default()
-        },
-        Err(e) => Job {
-            argv: vec!["capture-failed".into(), e.to_string()],
-            ..Job::default()
-        },
-    };
-    let _ = sys::write_all(fd, &frame.encode());
+    struct FdWriter(RawFd);
+    impl std::io::Write for FdWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            sys::write_all(self.0, buf).map(|_| buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, FdWriter(fd));
+    let _ = crate::job::write_capture(dir, limit, &mut out);
+    let _ = std::io::Write::flush(&mut out);
 }
 
 /// Makes the plan a held sandbox runs its job with, and puts the job's files and stdin in

@@ -40,6 +40,9 @@ pub struct Job {
     /// directory's contents (see `capture`): a long-lived sandbox's files between commands.
     #[serde(default)]
     pub capture: bool,
+    /// The most file content a capture sends; beyond it, an error frame instead.
+    #[serde(default)]
+    pub capture_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -102,12 +105,20 @@ pub fn check_relative_path(path: &str) -> Result<(), JobError> {
     if path.ends_with('/') {
         return bad("names a directory");
     }
+    let mut named = false;
     for c in Path::new(path).components() {
         match c {
-            Component::Normal(_) | Component::CurDir => {}
+            Component::Normal(n) if n.len() > 255 => {
+                return bad("has a name longer than 255 bytes")
+            }
+            Component::Normal(_) => named = true,
+            Component::CurDir => {}
             Component::ParentDir => return bad("contains `..`"),
             Component::RootDir | Component::Prefix(_) => return bad("is absolute"),
         }
+    }
+    if !named {
+        return bad("names no file");
     }
     Ok(())
 }
@@ -226,64 +237,189 @@ impl Job {
 /// the frame are bounded here too.
 pub const MAX_CAPTURE_ENTRIES: usize = 100_000;
 
-/// The working directory's entries (parents before children; symlinks not followed;
-/// FIFOs, sockets and devices skipped), as a job frame's files. Runs in init.
-pub fn capture(dir: &Path) -> std::io::Result<Vec<JobFile>> {
+/// What a capture found: entries in frame order (parents before children; symlinks not
+/// followed; FIFOs, sockets, devices skipped) with their sizes, and what it had to leave
+/// out (unreadable, or a name that is not UTF-8).
+pub struct CaptureList {
+    pub entries: Vec<(JobFile, u64)>,
+    pub skipped: Vec<String>,
+}
+
+/// Lists the working directory (contents are not read yet: `write_capture` streams them).
+pub fn capture_list(dir: &Path) -> std::io::Result<CaptureList> {
     use std::os::unix::fs::PermissionsExt;
-    let mut out = Vec::new();
-    let mut total = 0usize;
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
     let mut stack = vec![std::path::PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let mut names: Vec<_> = std::fs::read_dir(dir.join(&rel))?
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .collect();
-        names.sort();
-        for name in names.into_iter().rev() {
-            let rel_path = rel.join(&name);
+        let rd = match std::fs::read_dir(dir.join(&rel)) {
+            Ok(rd) => rd,
+            Err(_) if !rel.as_os_str().is_empty() => {
+                skipped.push(rel.to_string_lossy().into_owned());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for e in rd.filter_map(Result::ok) {
+            let rel_path = rel.join(e.file_name());
             let Some(path_str) = rel_path.to_str().map(str::to_string) else {
+                skipped.push(rel_path.to_string_lossy().into_owned());
                 continue; // not UTF-8: cannot travel in the frame's JSON header
             };
             let full = dir.join(&rel_path);
-            let meta = std::fs::symlink_metadata(&full)?;
+            let Ok(meta) = std::fs::symlink_metadata(&full) else {
+                skipped.push(path_str);
+                continue;
+            };
             let ft = meta.file_type();
             let entry = if ft.is_dir() {
                 stack.push(rel_path.clone());
-                JobFile {
-                    path: path_str,
-                    kind: FileKind::Dir,
-                    ..JobFile::default()
-                }
+                (
+                    JobFile {
+                        path: path_str,
+                        kind: FileKind::Dir,
+                        ..JobFile::default()
+                    },
+                    0,
+                )
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&full)?;
-                JobFile {
-                    path: path_str,
-                    content: target.into_os_string().into_encoded_bytes(),
-                    kind: FileKind::Symlink,
-                    ..JobFile::default()
-                }
+                let Ok(target) = std::fs::read_link(&full) else {
+                    skipped.push(path_str);
+                    continue;
+                };
+                let target = target.into_os_string().into_encoded_bytes();
+                let n = target.len() as u64;
+                (
+                    JobFile {
+                        path: path_str,
+                        content: target,
+                        kind: FileKind::Symlink,
+                        ..JobFile::default()
+                    },
+                    n,
+                )
             } else if ft.is_file() {
-                JobFile {
-                    path: path_str,
-                    content: std::fs::read(&full)?,
-                    executable: meta.permissions().mode() & 0o111 != 0,
-                    kind: FileKind::File,
-                }
+                (
+                    JobFile {
+                        path: path_str,
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                        kind: FileKind::File,
+                        ..JobFile::default()
+                    },
+                    meta.len(),
+                )
             } else {
                 continue;
             };
-            total += entry.content.len();
-            if out.len() >= MAX_CAPTURE_ENTRIES || total > MAX_JOB {
+            if entries.len() >= MAX_CAPTURE_ENTRIES {
                 return Err(std::io::Error::other(format!(
-                    "working directory holds more than {MAX_CAPTURE_ENTRIES} entries or {MAX_JOB} bytes"
+                    "working directory holds more than {MAX_CAPTURE_ENTRIES} entries"
                 )));
             }
-            out.push(entry);
+            entries.push(entry);
         }
     }
     // Parents first: a directory precedes what it holds.
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    entries.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(CaptureList { entries, skipped })
+}
+
+/// Writes the working directory to `out` as a job frame (argv `capture` followed by the
+/// paths left out), streaming file contents so memory stays small whatever the size.
+/// More than `limit` bytes of contents: an error frame instead (argv `capture-failed`).
+/// Runs in init when nothing else is left in the sandbox, so files do not change under it;
+/// a file that cannot be opened is sent empty and named among the left-out paths.
+pub fn write_capture(dir: &Path, limit: u64, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let fail = |out: &mut dyn std::io::Write, why: String| {
+        out.write_all(
+            &Job {
+                argv: vec!["capture-failed".into(), why],
+                ..Job::default()
+            }
+            .encode(),
+        )
+    };
+    let list = match capture_list(dir) {
+        Ok(l) => l,
+        Err(e) => return fail(out, e.to_string()),
+    };
+    let total: u64 = list.entries.iter().map(|(_, n)| n).sum();
+    if total > limit {
+        return fail(
+            out,
+            format!("/work holds {total} bytes, more than the {limit} kept per sandbox"),
+        );
+    }
+    // Files that cannot be opened now are announced empty, so the frame stays exact.
+    let mut skipped = list.skipped;
+    let mut opened = Vec::with_capacity(list.entries.len());
+    let mut entries = Vec::with_capacity(list.entries.len());
+    for (f, n) in list.entries {
+        if f.kind == FileKind::File {
+            match std::fs::File::open(dir.join(&f.path)) {
+                Ok(file) => {
+                    opened.push(Some((file, n)));
+                    entries.push((f, n));
+                }
+                Err(_) => {
+                    skipped.push(f.path.clone());
+                    opened.push(None);
+                    entries.push((f, 0));
+                }
+            }
+        } else {
+            opened.push(None);
+            entries.push((f, n));
+        }
+    }
+    let mut argv = vec!["capture".to_string()];
+    argv.extend(skipped);
+    let header = Header {
+        job: Job {
+            argv,
+            files: entries
+                .iter()
+                .map(|(f, _)| JobFile {
+                    path: f.path.clone(),
+                    content: Vec::new(),
+                    executable: f.executable,
+                    kind: f.kind,
+                })
+                .collect(),
+            ..Job::default()
+        },
+        stdin_len: 0,
+        file_lens: entries.iter().map(|(_, n)| *n).collect(),
+    };
+    let h = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+    if h.len() > MAX_HEADER {
+        return fail(
+            out,
+            format!(
+                "the list of files is {} bytes, more than {MAX_HEADER}",
+                h.len()
+            ),
+        );
+    }
+    out.write_all(&(h.len() as u32).to_le_bytes())?;
+    out.write_all(&h)?;
+    for ((f, _), file) in entries.iter().zip(opened) {
+        match (f.kind, file) {
+            (FileKind::Symlink, _) => out.write_all(&f.content)?,
+            (FileKind::File, Some((file, n))) => {
+                // Exactly n bytes, whatever the file holds now.
+                let copied = std::io::copy(&mut std::io::Read::take(file, n), out)?;
+                if copied < n {
+                    std::io::copy(
+                        &mut std::io::Read::take(std::io::repeat(0), n - copied),
+                        out,
+                    )?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,6 +456,7 @@ mod tests {
             cpu_seconds: Some(3),
             max_file_size: None,
             capture: true,
+            capture_limit: Some(1 << 20),
         };
         let bytes = job.encode();
         let mut cur = std::io::Cursor::new(bytes);
@@ -338,8 +475,12 @@ mod tests {
         #[allow(unsafe_code)]
         let rc = unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) };
         assert_eq!(rc, 0);
-        let files = capture(d.path()).unwrap();
-        let got: Vec<(&str, FileKind, &[u8])> = files
+        let mut frame = Vec::new();
+        write_capture(d.path(), 1 << 20, &mut frame).unwrap();
+        let job = Job::decode(&frame).unwrap();
+        assert_eq!(job.argv, ["capture"]);
+        let got: Vec<(&str, FileKind, &[u8])> = job
+            .files
             .iter()
             .map(|f| (f.path.as_str(), f.kind, f.content.as_slice()))
             .collect();
@@ -352,6 +493,10 @@ mod tests {
                 ("a/l", FileKind::Symlink, b"/etc/shadow"),
             ]
         );
+        // Over the limit: an error frame, nothing streamed.
+        let mut frame = Vec::new();
+        write_capture(d.path(), 3, &mut frame).unwrap();
+        assert_eq!(Job::decode(&frame).unwrap().argv[0], "capture-failed");
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn run(plan: &Plan, ctx: &Context<'_>) -> Result<RunReport, RunError> {
             line.push(b'\n');
             let _ = sys::write_all(ctl, &line);
         }
-        let _ = sys::null_stdout_stderr();
+        let _ = sys::null_stdio(&[1, 2]);
     }
     // Then the working directory, forwarded as it comes: a `capture` line, then the frame.
     if let (Some(ctl), Some(cap)) = (ctx.held, teardown.as_mut().and_then(|t| t.capture.take())) {

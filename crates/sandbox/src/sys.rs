@@ -1326,21 +1326,14 @@ pub fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Points our stdout and stderr at /dev/null (closing the pipes they were), so a reader
-/// sees end-of-file without waiting for us to exit.
-pub fn null_stdout_stderr() -> io::Result<()> {
-    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-    dup2(null.as_raw_fd(), 1)?;
-    dup2(null.as_raw_fd(), 2)
-}
-
-/// Points stdin, stdout and stderr at /dev/null.
-pub fn null_stdio() -> io::Result<()> {
+/// Points the given descriptors (of 0, 1, 2) at /dev/null, closing what they were (pipes
+/// whose readers then see end-of-file without waiting for us to exit).
+pub fn null_stdio(fds: &[RawFd]) -> io::Result<()> {
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    (0..3).try_for_each(|fd| dup2(null.as_raw_fd(), fd))
+    fds.iter().try_for_each(|fd| dup2(null.as_raw_fd(), *fd))
 }
 
 /// Sends `sig` to the process behind a pidfd (no pid-reuse race).
@@ -1356,15 +1349,4 @@ pub fn pidfd_send_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
         )
     })?;
     Ok(())
-}
-
-/// SIGCHLD ignored (`true`: children are reaped by the kernel, never zombies) or default.
-pub fn set_sigchld_ignored(ignored: bool) {
-    let disp = if ignored {
-        libc::SIG_IGN
-    } else {
-        libc::SIG_DFL
-    };
-    // SAFETY: SIG_IGN and SIG_DFL are always valid dispositions for SIGCHLD.
-    unsafe { libc::signal(libc::SIGCHLD, disp) };
 }

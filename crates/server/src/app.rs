@@ -87,9 +87,14 @@ impl ApiError {
         self
     }
 
+    /// A fault of ours: logged in full, answered without internals.
     pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("{e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (the server log has the details)",
+        )
     }
 }
 
@@ -157,7 +162,7 @@ async fn measure(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let resp = next.run(req).await;
+    let resp = json_errors(next.run(req).await).await;
     app.metrics.request(
         &method,
         &route,
@@ -165,6 +170,48 @@ async fn measure(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// Every error as JSON: responses the framework makes itself (a bad query string or path
+/// parameter, a method the route does not have) come as plain text or empty; they get the
+/// API's `{"error": {...}}` shape here, with their text as the message.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let retry = resp.headers().get(header::RETRY_AFTER).cloned();
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut r = (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    if let Some(v) = retry {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 async fn not_found() -> ApiError {
@@ -421,10 +468,7 @@ pub(crate) async fn run_execution(
     planned: Planned,
     created: i64,
     sink: Option<tokio::sync::mpsc::UnboundedSender<Chunk>>,
-) -> (
-    ExecutionResult,
-    Option<Result<Vec<ironcage_sandbox::job::JobFile>, String>>,
-) {
+) -> (ExecutionResult, Option<Result<execution::Capture, String>>) {
     app.metrics.running(1);
     let started = Instant::now();
     let limit = app.cfg.limits.output_limit_bytes;
@@ -538,9 +582,15 @@ async fn record_audit(
     .await;
     match appended {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => {
+        Ok(Err(e)) if e.is_tampering() => {
             tracing::error!("audit log: {e}; refusing executions until it is fixed");
             *app.audit_broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        // A store failure (connection lost, disk full): this execution is not on record;
+        // the next one tries again.
+        Ok(Err(e)) => {
+            tracing::error!("audit log: execution {id} not recorded: {e}");
+            app.metrics.rejected("audit_failure");
         }
         Err(e) => tracing::error!("audit log: {e}"),
     }
@@ -584,11 +634,20 @@ fn stream_response(
 /// Takes the longest prefix of `buf` that is complete UTF-8 (invalid bytes replaced),
 /// leaving an incomplete character at the end for the next chunk.
 fn take_utf8(buf: &mut Vec<u8>) -> String {
-    let cut = match std::str::from_utf8(buf) {
-        Ok(_) => buf.len(),
-        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-        Err(_) => buf.len(),
-    };
+    // Only the last (up to) 3 bytes can be an unfinished character.
+    let tail_start = buf.len().saturating_sub(3);
+    let cut = (tail_start..buf.len())
+        .find(|&i| {
+            let need = match buf[i] {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => return false,
+            };
+            buf.len() - i < need
+                && std::str::from_utf8(&buf[i..]).is_err_and(|e| e.error_len().is_none())
+        })
+        .unwrap_or(buf.len());
     let rest = buf.split_off(cut);
     let text = String::from_utf8_lossy(buf).into_owned();
     *buf = rest;
@@ -601,21 +660,29 @@ struct ListQuery {
     status: Option<String>,
 }
 
+/// The stored result, completed with the row's own fields (an execution interrupted by a
+/// stopped server has only `status` and `error` in its result).
 fn view(row: &ExecutionRow) -> serde_json::Value {
-    match row
+    let mut v = match row
         .result
         .as_deref()
         .map(serde_json::from_str::<serde_json::Value>)
     {
-        Some(Ok(v)) => v,
-        _ => json!({
-            "id": row.id,
-            "status": row.status,
-            "language": row.language,
-            "profile": row.profile,
-            "created_at_ms": row.created_ms,
-        }),
+        Some(Ok(v @ serde_json::Value::Object(_))) => v,
+        _ => json!({}),
+    };
+    for (k, val) in [
+        ("id", json!(row.id)),
+        ("status", json!(row.status)),
+        ("language", json!(row.language)),
+        ("profile", json!(row.profile)),
+        ("created_at_ms", json!(row.created_ms)),
+    ] {
+        if v.get(k).is_none() {
+            v[k] = val;
+        }
     }
+    v
 }
 
 async fn get_execution(
@@ -681,5 +748,11 @@ mod tests {
         assert_eq!(take_utf8(&mut buf), "€");
         let mut bad = vec![b'a', 0xff, b'b'];
         assert_eq!(take_utf8(&mut bad), "a\u{fffd}b");
+        // An invalid byte and an unfinished character in one chunk.
+        let euro = "€".as_bytes();
+        let mut both = vec![0xff, b'x', euro[0], euro[1]];
+        assert_eq!(take_utf8(&mut both), "\u{fffd}x");
+        both.push(euro[2]);
+        assert_eq!(take_utf8(&mut both), "€");
     }
 }

@@ -243,20 +243,44 @@ impl Store for SqlAuditStore {
                     .try_get(0)
                     .map_err(e("read last entry"))?;
                 let leaf = merkle::leaf_hash(&bytes);
-                let stored: Option<Vec<u8>> =
-                    sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
-                        .bind(node_pos(0, size - 1) as i64)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(e("read tree"))?
-                        .map(|r| r.try_get(0))
-                        .transpose()
-                        .map_err(e("read tree"))?;
-                if app.signs() && base == size && stored.as_deref().and_then(hash_of) != Some(leaf) {
-                    return Err(this.tampered(
-                        Some(size - 1),
-                        "the last entry does not match its leaf in the signed tree".into(),
-                    ));
+                // The newest leaf is the right-most of the smallest peak of the checked
+                // frontier: hash it up to that peak with the stored left siblings (an edit
+                // would need a SHA-256 collision to land on the signed peak).
+                if app.signs() && base == size {
+                    let level = size.trailing_zeros();
+                    let mut h = leaf;
+                    for l in 0..level {
+                        let sibling: Option<Vec<u8>> =
+                            sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
+                                .bind(node_pos(l, ((size - 1) >> l) - 1) as i64)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(e("read tree"))?
+                                .map(|r| r.try_get(0))
+                                .transpose()
+                                .map_err(e("read tree"))?;
+                        let Some(sib) = sibling.as_deref().and_then(hash_of) else {
+                            return Err(this.tampered(None, "a stored subtree is missing".into()));
+                        };
+                        h = merkle::node_hash(&sib, &h);
+                    }
+                    let peak = node_pos(level, (size - 1) >> level);
+                    let stored: Option<Vec<u8>> =
+                        sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
+                            .bind(peak as i64)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(e("read tree"))?
+                            .map(|r| r.try_get(0))
+                            .transpose()
+                            .map_err(e("read tree"))?;
+                    // The peak itself was checked against the signed root above.
+                    if stored.as_deref().and_then(hash_of) != Some(h) {
+                        return Err(this.tampered(
+                            Some(size - 1),
+                            "the last entry does not match the signed tree".into(),
+                        ));
+                    }
                 }
                 last_leaf = Some(leaf);
             }
@@ -462,9 +486,9 @@ pub fn is_database_url(s: &str) -> bool {
         .any(|p| s.starts_with(p))
 }
 
-/// The service's audit log in the database at `url`, for reading (`ironcage audit ...
-/// --log URL`). The driver runs on a runtime of its own, kept for the process's life.
-pub fn open_url(url: &str) -> Result<ironcage_audit::AuditLog, String> {
+/// The service's audit log in the database at `url` (`ironcage audit ... --log URL`); for
+/// reading, or for signing a checkpoint (`write`). The driver runs on a runtime of its own, kept for the process's life.
+pub fn open_url(url: &str, write: bool) -> Result<ironcage_audit::AuditLog, String> {
     static RT: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
         std::sync::OnceLock::new();
     let rt = RT
@@ -477,7 +501,17 @@ pub fn open_url(url: &str) -> Result<ironcage_audit::AuditLog, String> {
         })
         .as_ref()
         .map_err(Clone::clone)?;
-    let db = rt.block_on(Db::open(url)).map_err(|e| e.to_string())?;
+    // Never created or migrated from here; read-only unless a checkpoint is to be signed.
+    let db = rt
+        .block_on(Db::open_existing(url, write))
+        .map_err(|e| e.to_string())?;
+    rt.block_on(sqlx::query("SELECT size FROM audit_head WHERE id = 1").fetch_one(db.pool()))
+        .map_err(|e| {
+            format!(
+                "{}: no audit log in this database ({e})",
+                crate::store::redact_url(url)
+            )
+        })?;
     let name = crate::store::redact_url(url);
     Ok(ironcage_audit::AuditLog::new(
         Box::new(SqlAuditStore::new(db, rt.handle().clone(), &name)),

@@ -118,6 +118,19 @@ pub struct Language {
     pub file: String,
 }
 
+impl Language {
+    /// The command line that runs the code file, with the request's arguments after it.
+    pub fn argv(&self, args: Vec<String>) -> Vec<String> {
+        let mut argv: Vec<String> = self
+            .command
+            .iter()
+            .map(|a| a.replace("{file}", &self.file))
+            .collect();
+        argv.extend(args);
+        argv
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyDefaults {

@@ -218,12 +218,7 @@ pub fn plan(
         content: req.code.into_bytes(),
         ..JobFile::default()
     });
-    let mut argv: Vec<String> = lang
-        .command
-        .iter()
-        .map(|a| a.replace("{file}", &lang.file))
-        .collect();
-    argv.extend(req.args);
+    let argv = lang.argv(req.args);
     let env = env_of(req.env, "env")?;
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(invalid("args", "contains NUL"));
@@ -238,6 +233,7 @@ pub fn plan(
         cpu_seconds: Some(cpu),
         max_file_size: Some(l.max_file_size),
         capture: false,
+        capture_limit: None,
     };
     Ok(Planned {
         job,
@@ -323,7 +319,15 @@ pub struct Ran {
     pub stderr: Captured,
     /// The working directory after the job, when it asked for it (`Job::capture`); `None`
     /// when the sandbox ended without one (killed at its timeout).
-    pub capture: Option<Result<Vec<JobFile>, String>>,
+    pub capture: Option<Result<Capture, String>>,
+}
+
+/// A working directory read back from a sandbox.
+#[derive(Debug)]
+pub struct Capture {
+    pub files: Vec<JobFile>,
+    /// Entries that could not be read (permissions, names that are not UTF-8).
+    pub skipped: Vec<String>,
 }
 
 impl Ran {
@@ -338,10 +342,12 @@ impl Ran {
 }
 
 /// Reads the capture a host forwards after its report: a `{"capture":true}` line, then a
-/// job frame whose files are the working directory.
+/// job frame whose files are the working directory. The frame's size is checked against
+/// `limit` before anything is allocated for it.
 async fn read_capture(
     r: &mut (impl tokio::io::AsyncBufRead + Unpin),
-) -> Option<Result<Vec<JobFile>, String>> {
+    limit: u64,
+) -> Option<Result<Capture, String>> {
     let mut line = String::new();
     match r.read_line(&mut line).await {
         Ok(n) if n > 0 && line == "{\"capture\":true}\n" => {}
@@ -352,25 +358,30 @@ async fn read_capture(
         r.read_exact(&mut len).await?;
         let hlen = u32::from_le_bytes(len) as usize;
         if hlen > ironcage_sandbox::job::MAX_HEADER {
-            return Err(std::io::Error::other("capture header too large"));
+            return Err(std::io::Error::other("the list of files is too large"));
         }
         let mut bytes = len.to_vec();
         bytes.resize(4 + hlen, 0);
         r.read_exact(&mut bytes[4..]).await?;
         let blobs = ironcage_sandbox::job::blob_len(&bytes[4..]).map_err(std::io::Error::other)?;
+        if blobs > limit {
+            return Err(std::io::Error::other(format!(
+                "/work holds {blobs} bytes, more than the {limit} kept per sandbox"
+            )));
+        }
         let start = bytes.len();
         bytes.resize(start + blobs as usize, 0);
         r.read_exact(&mut bytes[start..]).await?;
         Ok::<_, std::io::Error>(bytes)
     };
     Some(match frame.await {
-        Err(e) => Err(format!("reading the working directory: {e}")),
+        Err(e) => Err(e.to_string()),
         Ok(bytes) => match Job::decode(&bytes) {
-            Ok(j) if j.argv.first().map(String::as_str) == Some("capture") => Ok(j.files),
-            Ok(j) => Err(format!(
-                "the working directory could not be read: {}",
-                j.argv.get(1).cloned().unwrap_or_default()
-            )),
+            Ok(j) if j.argv.first().map(String::as_str) == Some("capture") => Ok(Capture {
+                skipped: j.argv[1..].to_vec(),
+                files: j.files,
+            }),
+            Ok(j) => Err(j.argv.get(1).cloned().unwrap_or_default()),
             Err(e) => Err(format!("reading the working directory: {e}")),
         },
     })
@@ -396,6 +407,9 @@ pub async fn run(
         return Ran::failed(format!("the sandbox went away before its job: {e}"));
     }
     let wants_capture = job.capture;
+    let capture_limit = job
+        .capture_limit
+        .unwrap_or(ironcage_sandbox::job::MAX_JOB as u64);
     let out = capture(&mut warm.stdout, output_limit, sink.as_ref(), Chunk::Stdout);
     let err = capture(&mut warm.stderr, output_limit, sink.as_ref(), Chunk::Stderr);
     let ctl = &mut warm.ctl_read;
@@ -411,7 +425,7 @@ pub async fn run(
             Err(e) => Err(format!("reading the sandbox host's report: {e}")),
         };
         let capture = match (&report, wants_capture) {
-            (Ok(_), true) => read_capture(ctl).await,
+            (Ok(_), true) => read_capture(ctl, capture_limit).await,
             _ => None,
         };
         (report, capture)

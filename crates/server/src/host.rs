@@ -1,5 +1,5 @@
-//! The sandbox host: one short-lived process per pooled sandbox (`ironcage sandbox-host`,
-//! started by the server, never by people). It builds a held sandbox ahead of time,
+//! The sandbox host: one short-lived process per pooled sandbox, forked by the zygote
+//! (`ironcage sandbox-zygote`, started by the server, never by people). It builds a held sandbox ahead of time,
 //! says `ready` on its stdin (a Unix socket to the server), takes one job, supervises it,
 //! and answers with the report. The sandbox's stdout and stderr are the host's own, which
 //! the server reads directly: output never passes through this process.
@@ -14,7 +14,6 @@ use ironcage_policy::{Policy, SandboxPath};
 use ironcage_sandbox::{make_plan, probe, run, sys, Plan, Request};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -78,38 +77,6 @@ pub fn service_policy(mut p: Policy, spec: &Spec) -> Policy {
     p
 }
 
-/// Entry point of `ironcage sandbox-host SPEC_JSON`. Talks only on fd 0; never writes to
-/// stdout or stderr, which belong to the sandbox's command.
-pub fn main(spec_json: &str) -> i32 {
-    use std::os::fd::AsFd;
-    // fd 0 is the control socket the server passed us as stdin.
-    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
-        return 1;
-    };
-    let mut ctl = std::fs::File::from(fd);
-    let say = |ctl: &mut std::fs::File, m: &HostMessage| {
-        if let Ok(mut line) = serde_json::to_vec(m) {
-            line.push(b'\n');
-            let _ = ctl.write_all(&line);
-        }
-    };
-    match host(spec_json) {
-        // The engine has sent the report already (before its clean-up).
-        Ok(_) => 0,
-        Err(e) => {
-            say(&mut ctl, &HostMessage::Error(e));
-            1
-        }
-    }
-}
-
-fn host(spec_json: &str) -> Result<ironcage_sandbox::RunReport, String> {
-    let spec: Spec = serde_json::from_str(spec_json).map_err(|e| format!("bad spec: {e}"))?;
-    let facts = probe::host_facts();
-    let plan = plan_for(&spec, &facts)?;
-    supervise(&spec, &plan, &facts)
-}
-
 /// The held plan for a spec (everything but the run id, which only names the run).
 fn plan_for(spec: &Spec, facts: &ironcage_sandbox::HostFacts) -> Result<Plan, String> {
     let loaded = ironcage_policy::find_profile(&spec.profile).map_err(|e| e.to_string())?;
@@ -150,11 +117,10 @@ fn supervise(
 /// Protocol on fd 0 (a Unix socket to the server), per host: three descriptors (the
 /// host's control socket, stdout and stderr, one per message), then a 4-byte length and
 /// the spec as JSON. The reply is a pidfd of the new host, or a message without one if
-/// the fork failed. The host is a child of ours that the kernel reaps (SIGCHLD ignored).
+/// the fork failed. Hosts are our children; ended ones are reaped at each request.
 /// When the server goes away (end of file), the zygote exits; its hosts live on until
 /// their own control sockets close.
 pub fn zygote_main(_node: &str) -> i32 {
-    sys::set_sigchld_ignored(true);
     let facts = probe::host_facts();
     let mut plans: HashMap<String, Result<Plan, String>> = HashMap::new();
     loop {
@@ -192,6 +158,8 @@ pub fn zygote_main(_node: &str) -> i32 {
         match sys::fork() {
             Ok(Some(pid)) => {
                 drop(fds);
+                // Opened before any reaping: until we reap it the pid cannot be reused, so
+                // the pidfd is this host's even if it has already exited.
                 match sys::pidfd_open(pid) {
                     Ok(pidfd) => {
                         let _ = sys::send_fd(0, pidfd.as_raw_fd());
@@ -200,10 +168,15 @@ pub fn zygote_main(_node: &str) -> i32 {
                         let _ = sys::write_all(0, b"x");
                     }
                 }
+                // Hosts that have ended since the last request.
+                while let Ok((p, _, _)) = sys::wait4(-1, libc::WNOHANG) {
+                    if p <= 0 {
+                        break;
+                    }
+                }
             }
             Ok(None) => {
                 // The host: its control socket, stdout and stderr become 0, 1, 2.
-                sys::set_sigchld_ignored(false);
                 sys::set_name(c"ironcage-host");
                 let ok = fds
                     .iter()

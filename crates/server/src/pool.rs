@@ -1,6 +1,6 @@
-//! The warm pool: sandboxes built ahead of time, per profile, each held by a sandbox-host
-//! process (see `host`) until a job arrives. A sandbox serves one job and is destroyed; a
-//! background task keeps `size` ready per warmed profile.
+//! The warm pool: sandboxes built ahead of time, per profile, each held by a sandbox host
+//! process (forked by the zygote, see `host`) until a job arrives. A sandbox serves one
+//! job and is destroyed; a background task keeps `size` ready per warmed profile.
 //!
 //! Pooled per profile, not per (profile, language): a sandbox does not depend on the
 //! language (the job brings the interpreter's command line), so one pool serves all
@@ -127,6 +127,8 @@ impl Drop for Zygote {
 pub struct Pool {
     build: Build,
     size: usize,
+    /// Profiles kept warm; others are built on demand.
+    warm: Vec<String>,
     idle: Mutex<HashMap<String, VecDeque<Warm>>>,
     filling: Mutex<HashMap<String, usize>>,
     /// Profiles that have been filled to `size` at least once (for /ready).
@@ -137,10 +139,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(build: Build, size: usize, metrics: Arc<Metrics>) -> Arc<Pool> {
+    pub fn new(build: Build, size: usize, warm: Vec<String>, metrics: Arc<Metrics>) -> Arc<Pool> {
         Arc::new(Pool {
             build,
             size,
+            warm,
             idle: Mutex::default(),
             filling: Mutex::default(),
             filled: Mutex::default(),
@@ -295,7 +298,10 @@ impl Pool {
 
     /// Starts building sandboxes for `profile` until `size` are idle or being built.
     pub fn refill(self: &Arc<Self>, profile: &str) {
-        if self.size == 0 || self.closed.load(Ordering::Relaxed) {
+        if self.size == 0
+            || self.closed.load(Ordering::Relaxed)
+            || !self.warm.iter().any(|p| p == profile)
+        {
             return;
         }
         let want = {

@@ -59,6 +59,10 @@ pub struct Command {
     cpu_seconds: Option<u64>,
 }
 
+/// Bounds on a sandbox's list of files (its names travel in one frame header).
+const MAX_ENTRIES: usize = 10_000;
+const MAX_NAMES_BYTES: usize = ironcage_sandbox::job::MAX_HEADER / 2;
+
 fn bad(e: Invalid) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
 }
@@ -223,8 +227,9 @@ pub async fn command(
     let key = authenticate(&app, &headers).await?;
     let bytes = read_body(&app, &headers, body).await?;
     let req: Command = parse_json(&bytes)?;
-    let lock = lock_of(&app, &id);
-    let _held = lock.lock().await;
+    // Held until the command's files are saved, by the task that saves them (a client
+    // that goes away cancels neither).
+    let held = lock_of(&app, &id).lock_owned().await;
     let row = load(&app, &key.id, &id).await?;
     let mut files = workspace_of(&row)?;
 
@@ -247,12 +252,7 @@ pub async fn command(
                 content: code.into_bytes(),
                 ..JobFile::default()
             });
-            let mut argv: Vec<String> = lang
-                .command
-                .iter()
-                .map(|a| a.replace("{file}", &lang.file))
-                .collect();
-            argv.extend(req.args);
+            let argv = lang.argv(req.args);
             (argv, row.language.clone().unwrap_or_default())
         }
         _ => {
@@ -287,6 +287,7 @@ pub async fn command(
             cpu_seconds: Some(cpu),
             max_file_size: Some(app.cfg.limits.max_file_size),
             capture: true,
+            capture_limit: Some(app.cfg.sandboxes.max_workspace_bytes),
         },
         profile: row.profile.clone(),
         language,
@@ -295,6 +296,12 @@ pub async fn command(
 
     app.check_audit()?;
     let (permit, key_slot) = acquire(&app, &key).await?;
+    // The sandbox does not expire while its command runs.
+    let ttl_ms = row.ttl_seconds * 1000;
+    app.store
+        .touch_sandbox(&id, now_ms() + ttl_ms + timeout_ms as i64 + 60_000)
+        .await
+        .map_err(ApiError::internal)?;
     let exec_id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
     let created = now_ms();
     app.store
@@ -315,32 +322,64 @@ pub async fn command(
         .map_err(ApiError::internal)?;
     let task = {
         let app = Arc::clone(&app);
-        let (exec_id, key_id) = (exec_id.clone(), key.id.clone());
+        let key_id = key.id.clone();
         tokio::spawn(async move {
-            let r = run_execution(&app, &exec_id, &key_id, planned, created, None).await;
+            let (result, capture) =
+                run_execution(&app, &exec_id, &key_id, planned, created, None).await;
             drop((permit, key_slot));
-            r
+            let (saved, note) = match (&result.status[..], capture) {
+                ("failed", None) => (
+                    false,
+                    Some(format!(
+                        "files not saved: the command could not run ({}); the sandbox's files are as they were",
+                        result.error.as_deref().unwrap_or("sandbox failure")
+                    )),
+                ),
+                (_, capture) => save_capture(&app, &row, capture).await,
+            };
+            drop(held);
+            let mut doc = serde_json::to_value(&result).unwrap_or_default();
+            doc["sandbox_id"] = json!(row.id);
+            doc["files_saved"] = json!(saved);
+            if let Some(n) = note {
+                doc["files_note"] = json!(n);
+            }
+            doc
         })
     };
-    let (result, capture) = task.await.map_err(ApiError::internal)?;
+    let doc = task.await.map_err(ApiError::internal)?;
+    Ok(Json(doc).into_response())
+}
 
-    // The files the command left, saved if they fit.
+/// Stores the files a command left, if it left a complete set that fits; (saved, why not).
+async fn save_capture(
+    app: &App,
+    row: &SandboxRow,
+    capture: Option<Result<execution::Capture, String>>,
+) -> (bool, Option<String>) {
     let expires = now_ms() + row.ttl_seconds * 1000;
-    let (saved, note) = match capture {
-        Some(Ok(files)) => {
-            let size = workspace_bytes(&files);
-            let max = app.cfg.sandboxes.max_workspace_bytes;
-            if size > max {
-                (false, Some(format!("files not saved: /work holds {size} bytes, more than this server keeps per sandbox ({max})")))
-            } else if app
+    let outcome = match capture {
+        Some(Ok(c)) => {
+            let bytes = encode_workspace(c.files);
+            match app
                 .store
-                .save_workspace(&id, row.version, &encode_workspace(files), expires)
+                .save_workspace(&row.id, row.version, &bytes, expires)
                 .await
-                .map_err(ApiError::internal)?
             {
-                (true, None)
-            } else {
-                (false, Some("files not saved: the sandbox changed meanwhile (another instance) or was deleted".to_string()))
+                Ok(true) if c.skipped.is_empty() => (true, None),
+                Ok(true) => (
+                    true,
+                    Some(format!(
+                        "saved without {} entries that could not be read: {}",
+                        c.skipped.len(),
+                        c.skipped.join(", ")
+                    )),
+                ),
+                Ok(false) => (false, Some("files not saved: the sandbox changed meanwhile (another instance) or was deleted".to_string())),
+                Err(e) => {
+                    tracing::error!("saving sandbox {}: {e}", row.id);
+                    (false, Some("files not saved: the store failed (see the server log)".to_string()))
+                }
             }
         }
         Some(Err(e)) => (false, Some(format!("files not saved: {e}"))),
@@ -349,16 +388,10 @@ pub async fn command(
             Some("files not saved: the command did not end by itself (timeout or kill); the sandbox's files are as they were before it".into()),
         ),
     };
-    if !saved {
-        let _ = app.store.touch_sandbox(&id, expires).await;
+    if !outcome.0 {
+        let _ = app.store.touch_sandbox(&row.id, expires).await;
     }
-    let mut doc = serde_json::to_value(&result).map_err(ApiError::internal)?;
-    doc["sandbox_id"] = json!(id);
-    doc["files_saved"] = json!(saved);
-    if let Some(n) = note {
-        doc["files_note"] = json!(n);
-    }
-    Ok(Json(doc).into_response())
+    outcome
 }
 
 pub async fn list_files(
@@ -484,6 +517,18 @@ pub async fn put_file(
         kind: FileKind::File,
     });
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    // The list of names is bounded too (it travels as one header).
+    let names: usize = files.iter().map(|f| f.path.len() + 64).sum();
+    if files.len() > MAX_ENTRIES || names > MAX_NAMES_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "workspace_full",
+            format!(
+                "the sandbox would hold {} entries ({names} bytes of names); at most {MAX_ENTRIES} entries and {MAX_NAMES_BYTES} bytes of names",
+                files.len()
+            ),
+        ));
+    }
     let total = workspace_bytes(&files);
     let max = app.cfg.sandboxes.max_workspace_bytes;
     if total > max {

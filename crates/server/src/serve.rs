@@ -130,6 +130,11 @@ async fn serve_async(cfg: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let exe = std::env::current_exe().context("finding the ironcage binary")?;
     let l = &cfg.limits;
+    let warm_profiles = if cfg.pool.warm_profiles.is_empty() {
+        vec![cfg.default_profile.clone()]
+    } else {
+        cfg.pool.warm_profiles.clone()
+    };
     let pool = Pool::new(
         Build {
             exe,
@@ -141,13 +146,9 @@ async fn serve_async(cfg: Config) -> Result<()> {
             node: node.clone(),
         },
         cfg.pool.size,
+        warm_profiles.clone(),
         Arc::clone(&metrics),
     );
-    let warm_profiles = if cfg.pool.warm_profiles.is_empty() {
-        vec![cfg.default_profile.clone()]
-    } else {
-        cfg.pool.warm_profiles.clone()
-    };
     // One sandbox of each warmed profile is built now: a profile this host cannot enforce
     // stops the server here, with the reason, rather than failing every request.
     for p in &warm_profiles {
@@ -159,6 +160,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
         pool.refill(p);
     }
 
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.pool.max_running));
     let app = Arc::new(App {
         languages,
         profiles,
@@ -167,7 +169,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
         pool: Arc::clone(&pool),
         metrics,
         limiter: Arc::default(),
-        slots: Arc::new(tokio::sync::Semaphore::new(cfg.pool.max_running)),
+        slots: Arc::clone(&slots),
         node,
         audit: Arc::new(Mutex::new(audit)),
         sandbox_locks: Mutex::default(),
@@ -212,6 +214,16 @@ async fn serve_async(cfg: Config) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    // Executions whose clients went away still run in their own tasks: let them finish
+    // (and be recorded) before the runtime goes, for at most the longest timeout.
+    let wait = std::time::Duration::from_millis(cfg.limits.max_timeout_ms + 30_000);
+    let all = u32::try_from(cfg.pool.max_running).unwrap_or(u32::MAX);
+    if tokio::time::timeout(wait, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        say("shutting down with executions still running: they are recorded as failed on the next start");
+    }
     say("shutting down: releasing the warm pool");
     pool.close().await;
     store.close().await;

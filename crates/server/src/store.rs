@@ -145,13 +145,24 @@ impl Store {
     /// Connects and brings the schema up to date. For SQLite the file and its directory are
     /// created (0700 directory: keys' hashes and every execution's output live there).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, true, true).await
+    }
+
+    /// An existing store, read-only where the driver allows (SQLite), without migrating:
+    /// for `ironcage audit` on the service's log (a typo in the URL must not create a
+    /// database that then "verifies", and an auditor needs no write access).
+    pub async fn open_existing(url: &str, write: bool) -> Result<Store, StoreError> {
+        Store::open_with(url, write, false).await
+    }
+
+    async fn open_with(url: &str, write: bool, migrate: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let connect_err = |source| StoreError::Connect {
             url: redact_url(url),
             source,
         };
         let (backend, url_used) = if let Some(path) = url.strip_prefix("sqlite://") {
-            if let Some(dir) = std::path::Path::new(path).parent() {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|_| migrate) {
                 if !dir.as_os_str().is_empty() {
                     create_private_dir(dir).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
                 }
@@ -159,7 +170,14 @@ impl Store {
             // WAL: readers never wait for the writer; busy_timeout: writers queue instead of
             // failing when several connections write at once.
             let sep = if path.contains('?') { '&' } else { '?' };
-            (Backend::Sqlite, format!("{url}{sep}mode=rwc"))
+            if !migrate && !std::path::Path::new(path.split('?').next().unwrap_or(path)).is_file() {
+                return Err(StoreError::Data(format!(
+                    "{}: no such database",
+                    redact_url(url)
+                )));
+            }
+            let mode = if write { "rwc" } else { "ro" };
+            (Backend::Sqlite, format!("{url}{sep}mode={mode}"))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
         } else {
@@ -173,7 +191,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
+                    if backend == Backend::Sqlite && write {
                         use sqlx::Executor;
                         conn.execute("PRAGMA journal_mode=WAL").await?;
                         conn.execute("PRAGMA busy_timeout=10000").await?;
@@ -186,7 +204,9 @@ impl Store {
             .await
             .map_err(connect_err)?;
         let store = Store { pool, backend };
-        store.migrate().await?;
+        if migrate {
+            store.migrate().await?;
+        }
         Ok(store)
     }
 
