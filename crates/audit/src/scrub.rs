@@ -137,7 +137,8 @@ pub fn is_secret_name(name: &str) -> bool {
         return true;
     }
     let parts: Vec<&str> = n.split('_').filter(|p| !p.is_empty()).collect();
-    if n == "auth" {
+    // A bare `key` (`--key VALUE`) and `auth` as any part (`X-Auth`, `auth_header`).
+    if n == "key" || parts.contains(&"auth") {
         return true;
     }
     parts.iter().any(|p| SECRET_PARTS.contains(p))
@@ -672,6 +673,9 @@ mod tests {
             ),
             (&["tool", "--auth-token", "AuthSecret987"], "AuthSecret987"),
             (&["tool", "--passphrase", "MyPassPhrase1"], "MyPassPhrase1"),
+            // From the execution service's attack round.
+            (&["tool", "--key", "hunter2xyz"], "hunter2xyz"),
+            (&["curl", "-H", "X-Auth: abcdef123456"], "abcdef123456"),
             (&["mysql", "-pMysqlRootPw"], "MysqlRootPw"),
             (
                 &["sshpass", "-p", "SshpassPw123", "ssh", "host"],

@@ -385,6 +385,39 @@ fn bad_requests_get_clear_errors() {
     let (st, e) = request("PUT", &s.url("/v1/executions/x"), Some(&s.key), Some(b"{}"));
     assert_eq!(st, 405, "{e:#}");
     assert!(e["error"]["message"].is_string(), "{e:#}");
+    // Many files: refused by count, answered at once (no quadratic check).
+    let many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"path": format!("f{i}"), "content": ""}))
+        .collect();
+    let body = json!({"language": "sh", "code": "true", "files": many}).to_string();
+    let s2 = Server::start_with(Mode::Root, Db::Sqlite, Options::default());
+    let (st, e) = request(
+        "POST",
+        &s2.url("/v1/executions"),
+        Some(&s2.key),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(st, 400, "{e:#}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("files"),
+        "{e:#}"
+    );
+    // Lists are summaries: output only by id.
+    let r = s.python("print('big output')");
+    let (_, l) = s.get("/v1/executions?limit=1");
+    assert_eq!(l["executions"][0]["id"], r["id"]);
+    assert!(l["executions"][0].get("stdout").is_none(), "{l:#}");
+    // A client that never finishes its headers is cut off; others are served meanwhile.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+        c.write_all(b"POST /v1/executions HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(request("GET", &s.url("/health"), None, None).0, 200);
+        let mut buf = [0u8; 64];
+        assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "connection kept open");
+    }
     // And the server is still fine.
     assert_eq!(s.python("print(1)")["stdout"], "1\n");
 }
@@ -1079,7 +1112,14 @@ fn raw_request(base: &str, method: &str, path: &str, key: &str, body: &[u8]) -> 
 /// the command, names that would break the stored list, unreadable files.
 #[test]
 fn long_lived_sandboxes_survive_hostile_and_careless_clients() {
-    let s = Server::start(Mode::Root, Db::Sqlite);
+    let s = Server::start_with(
+        Mode::Root,
+        Db::Sqlite,
+        Options {
+            extra: "sandboxes:\n  max_per_key: 2\n".into(),
+            ..Options::default()
+        },
+    );
     let (_, sb) = s.post("/v1/sandboxes", &json!({"ttl_seconds": 2}));
     let id = sb["id"].as_str().unwrap().to_string();
     let base = format!("/v1/sandboxes/{id}");
@@ -1151,6 +1191,22 @@ fn long_lived_sandboxes_survive_hostile_and_careless_clients() {
         &[],
     );
     assert_eq!((st, body.as_str()), (200, "a\n"));
+    // A file cannot shadow a directory of files (nor the reverse).
+    assert_eq!(
+        raw_request(&s.base, "PUT", &format!("{base}/files/q/r"), &s.key, b"x").0,
+        200
+    );
+    let (st, body) = raw_request(&s.base, "PUT", &format!("{base}/files/q"), &s.key, b"x");
+    assert_eq!(st, 409, "{body}");
+    // A key's number of sandboxes is bounded.
+    let (st, _) = s.post("/v1/sandboxes", &json!({}));
+    assert_eq!(st, 201);
+    let (st, e) = s.post("/v1/sandboxes", &json!({}));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (429, Some("too_many_sandboxes")),
+        "{e:#}"
+    );
     // The audit CLI never creates a database by mistake.
     let missing = s.scratch.path.join("typo/none.db");
     let out = std::process::Command::new(binary())

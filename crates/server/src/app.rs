@@ -273,10 +273,20 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    // A client that stalls mid-body is cut off rather than holding memory.
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+        )),
+    }
 }
+
+/// Time for a request's body to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A JSON request body, with the parser's message (line, column, field) on failure.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -289,27 +299,30 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     })
 }
 
-/// A slot to run one execution: the key's concurrency, then the instance's (waiting up to
-/// the queue timeout). Refusals are 429 and 503 with Retry-After.
-pub(crate) async fn acquire(
-    app: &Arc<App>,
-    key: &ApiKey,
-) -> Result<(tokio::sync::OwnedSemaphorePermit, keys::RunningGuard), ApiError> {
+/// The key's share of running executions (429 with Retry-After when it has them all).
+pub(crate) fn key_slot(app: &Arc<App>, key: &ApiKey) -> Result<keys::RunningGuard, ApiError> {
     let max_for_key = key
         .max_concurrent
         .map_or(app.cfg.keys.max_concurrent, |v| v as u32);
-    let Some(key_slot) = app.limiter.start(&key.id, max_for_key) else {
+    app.limiter.start(&key.id, max_for_key).ok_or_else(|| {
         app.metrics.rejected("key_concurrency");
-        return Err(ApiError::new(
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_running",
             format!("this key already has {max_for_key} executions running"),
         )
-        .retry(1));
-    };
+        .retry(1)
+    })
+}
+
+/// One of the instance's execution slots, waiting up to the queue timeout (then 503 with
+/// Retry-After).
+pub(crate) async fn acquire_slot(
+    app: &Arc<App>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     let wait = Duration::from_millis(app.cfg.pool.queue_timeout_ms);
     match tokio::time::timeout(wait, Arc::clone(&app.slots).acquire_owned()).await {
-        Ok(Ok(p)) => Ok((p, key_slot)),
+        Ok(Ok(p)) => Ok(p),
         _ => {
             app.metrics.rejected("capacity");
             Err(ApiError::new(
@@ -404,8 +417,12 @@ async fn create_execution(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&app, &headers).await?;
+    // The key's concurrency first: a key cannot have more bodies in memory than it may
+    // run executions.
+    let key_slot = key_slot(&app, &key)?;
     let bytes = read_body(&app, &headers, body).await?;
     let req: ExecutionRequest = parse_json(&bytes)?;
+    drop(bytes);
     let names: Vec<String> = app.profiles.keys().cloned().collect();
     let planned = execution::plan(req, &app.cfg, &app.languages, &names)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))?;
@@ -413,7 +430,7 @@ async fn create_execution(
 
     // Capacity first, so a refusal is a clean status code and nothing was started.
     app.check_audit()?;
-    let (permit, key_slot) = acquire(&app, &key).await?;
+    let permit = acquire_slot(&app).await?;
 
     let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
     let created = now_ms();
@@ -730,7 +747,19 @@ async fn list_executions(
         .executions_of_key(&key.id, limit, q.status.as_deref())
         .await
         .map_err(ApiError::internal)?;
-    let list: Vec<_> = rows.iter().map(view).collect();
+    // Summaries: the output (up to the output limit per stream, each) is at
+    // /v1/executions/{id}, so a list stays small whatever the executions printed.
+    let list: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let mut v = view(r);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("stdout");
+                o.remove("stderr");
+            }
+            v
+        })
+        .collect();
     Ok(Json(json!({"executions": list})).into_response())
 }
 

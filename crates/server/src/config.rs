@@ -52,6 +52,8 @@ pub struct Config {
     pub languages: BTreeMap<String, Language>,
     pub keys: KeyDefaults,
     pub sandboxes: SandboxConfig,
+    /// Finished executions are kept this long (0: forever).
+    pub execution_retention_hours: u64,
 }
 
 /// Long-lived sandboxes (`/v1/sandboxes`).
@@ -63,6 +65,8 @@ pub struct SandboxConfig {
     pub max_ttl_seconds: u64,
     /// A sandbox's files, all together, at most (a command leaving more is not saved).
     pub max_workspace_bytes: u64,
+    /// Sandboxes one key may have at once.
+    pub max_per_key: u64,
 }
 
 impl Default for SandboxConfig {
@@ -71,6 +75,7 @@ impl Default for SandboxConfig {
             default_ttl_seconds: 600,
             max_ttl_seconds: 86_400,
             max_workspace_bytes: 64 << 20,
+            max_per_key: 16,
         }
     }
 }
@@ -156,6 +161,7 @@ impl Default for Config {
             languages: BTreeMap::new(),
             keys: KeyDefaults::default(),
             sandboxes: SandboxConfig::default(),
+            execution_retention_hours: 168,
         }
     }
 }

@@ -72,6 +72,9 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid 
     }
 }
 
+/// Files one request may bring.
+pub const MAX_FILES: usize = 10_000;
+
 /// Checks requested limits against the server's defaults and maxima:
 /// (timeout ms, memory bytes, CPU seconds).
 pub fn limits(
@@ -180,12 +183,20 @@ pub fn plan(
     let (timeout_ms, memory, cpu) = limits(cfg, req.timeout_ms, req.memory_limit, req.cpu_seconds)?;
     let l = &cfg.limits;
 
+    if req.files.len() > MAX_FILES {
+        return Err(invalid(
+            "files",
+            format!("{} files; at most {MAX_FILES}", req.files.len()),
+        ));
+    }
     let mut files = Vec::with_capacity(req.files.len() + 1);
+    let mut seen = std::collections::HashSet::with_capacity(req.files.len() + 1);
+    seen.insert(lang.file.clone());
     for (i, f) in req.files.into_iter().enumerate() {
         let field = format!("files[{i}]");
         check_relative_path(&f.path)
             .map_err(|e| invalid(format!("{field}.path"), e.to_string()))?;
-        if f.path == lang.file || files.iter().any(|g: &JobFile| g.path == f.path) {
+        if !seen.insert(f.path.clone()) {
             return Err(invalid(
                 format!("{field}.path"),
                 format!(

@@ -13,6 +13,7 @@ pub mod audit_store;
 pub mod config;
 pub mod execution;
 pub mod host;
+pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod pool;

@@ -9,7 +9,9 @@
 //! on its own file system: files travel as data, and symbolic links are recreated inside
 //! the next sandbox, where they can only lead to what that sandbox may see.
 
-use crate::app::{acquire, authenticate, parse_json, read_body, run_execution, ApiError, App};
+use crate::app::{
+    acquire_slot, authenticate, key_slot, parse_json, read_body, run_execution, ApiError, App,
+};
 use crate::execution::{self, invalid, Invalid, MemoryLimit, Planned};
 use crate::store::{now_ms, ExecutionRow, SandboxRow};
 use axum::body::Body;
@@ -94,7 +96,7 @@ fn workspace_bytes(files: &[JobFile]) -> u64 {
     files.iter().map(|f| f.content.len() as u64).sum()
 }
 
-fn view(row: &SandboxRow, files: &[JobFile]) -> serde_json::Value {
+fn view(row: &SandboxRow, stored_bytes: i64) -> serde_json::Value {
     json!({
         "id": row.id,
         "profile": row.profile,
@@ -102,9 +104,21 @@ fn view(row: &SandboxRow, files: &[JobFile]) -> serde_json::Value {
         "ttl_seconds": row.ttl_seconds,
         "created_at_ms": row.created_ms,
         "expires_at_ms": row.expires_ms,
-        "files": files.iter().filter(|f| f.kind == FileKind::File).count(),
-        "workspace_bytes": workspace_bytes(files),
+        "stored_bytes": stored_bytes,
     })
+}
+
+/// The key's sandbox without its files, with their stored size; or 404.
+async fn load_meta(app: &App, key_id: &str, id: &str) -> Result<(SandboxRow, i64), ApiError> {
+    match app
+        .store
+        .sandbox_meta(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some((row, size)) if row.key_id == key_id => Ok((row, size)),
+        _ => Err(not_found(id)),
+    }
 }
 
 /// The key's sandbox, or 404 (another key's sandbox is as invisible as a missing one).
@@ -172,6 +186,21 @@ pub async fn create(
         Some(t) => t,
     };
     let env = execution::env_of(req.env, "env").map_err(bad)?;
+    let have = app
+        .store
+        .count_sandboxes(&key.id)
+        .await
+        .map_err(ApiError::internal)?;
+    if have as u64 >= s.max_per_key {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_sandboxes",
+            format!(
+                "this key has {have} sandboxes; at most {} (delete one, or let it expire)",
+                s.max_per_key
+            ),
+        ));
+    }
     let now = now_ms();
     let row = SandboxRow {
         id: format!("sbx_{}", ironcage_audit::run_events::new_run_id()),
@@ -190,7 +219,8 @@ pub async fn create(
         .insert_sandbox(&row)
         .await
         .map_err(ApiError::internal)?;
-    Ok((StatusCode::CREATED, Json(view(&row, &[]))).into_response())
+    let size = row.workspace.len() as i64;
+    Ok((StatusCode::CREATED, Json(view(&row, size))).into_response())
 }
 
 pub async fn show(
@@ -199,9 +229,8 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&app, &headers).await?;
-    let row = load(&app, &key.id, &id).await?;
-    let files = workspace_of(&row)?;
-    Ok(Json(view(&row, &files)).into_response())
+    let (row, size) = load_meta(&app, &key.id, &id).await?;
+    Ok(Json(view(&row, size)).into_response())
 }
 
 pub async fn delete(
@@ -210,7 +239,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&app, &headers).await?;
-    load(&app, &key.id, &id).await?;
+    load_meta(&app, &key.id, &id).await?;
     app.store
         .delete_sandbox(&id)
         .await
@@ -225,6 +254,7 @@ pub async fn command(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = authenticate(&app, &headers).await?;
+    let key_slot = key_slot(&app, &key)?;
     let bytes = read_body(&app, &headers, body).await?;
     let req: Command = parse_json(&bytes)?;
     // Held until the command's files are saved, by the task that saves them (a client
@@ -295,7 +325,7 @@ pub async fn command(
     };
 
     app.check_audit()?;
-    let (permit, key_slot) = acquire(&app, &key).await?;
+    let permit = acquire_slot(&app).await?;
     // The sandbox does not expire while its command runs.
     let ttl_ms = row.ttl_seconds * 1000;
     app.store
@@ -498,9 +528,10 @@ pub async fn put_file(
             }
         }
     }
+    let below = format!("{path}/");
     if files
         .iter()
-        .any(|f| f.path == path && f.kind == FileKind::Dir)
+        .any(|f| (f.path == path && f.kind == FileKind::Dir) || f.path.starts_with(&below))
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -181,6 +181,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
     {
         let store = store.clone();
         let parent = facts.cgroup.clone().ok();
+        let retention_ms = cfg.execution_retention_hours as i64 * 3_600_000;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
             let mut n = 0u64;
@@ -190,6 +191,14 @@ async fn serve_async(cfg: Config) -> Result<()> {
                     tracing::warn!("reaping expired sandboxes: {e}");
                 }
                 n += 1;
+                if retention_ms > 0 && n % 12 == 0 {
+                    if let Err(e) = store
+                        .reap_executions(crate::store::now_ms() - retention_ms)
+                        .await
+                    {
+                        tracing::warn!("forgetting old executions: {e}");
+                    }
+                }
                 if let (Some(p), 0) = (parent.clone(), n % 12) {
                     let _ = tokio::task::spawn_blocking(move || {
                         ironcage_sandbox::cgroup::sweep_stale(&p)
@@ -210,10 +219,8 @@ async fn serve_async(cfg: Config) -> Result<()> {
         crate::store::redact_url(&cfg.database_url()),
         cfg.data_dir.display()
     ));
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let drain = std::time::Duration::from_millis(cfg.limits.max_timeout_ms + 30_000);
+    crate::http::serve(listener, router(app), shutdown_signal(), drain).await;
     // Executions whose clients went away still run in their own tasks: let them finish
     // (and be recorded) before the runtime goes, for at most the longest timeout.
     let wait = std::time::Duration::from_millis(cfg.limits.max_timeout_ms + 30_000);

@@ -187,7 +187,7 @@ impl Store {
             )));
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .max_connections(if backend == Backend::Sqlite { 16 } else { 20 })
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -513,6 +513,38 @@ impl Store {
         .transpose()
     }
 
+    /// The sandbox without its files (and their stored size): for looking at it without
+    /// reading up to the workspace limit from the store.
+    pub async fn sandbox_meta(&self, id: &str) -> Result<Option<(SandboxRow, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version, length(workspace) AS size
+             FROM sandboxes WHERE id = $1 AND expires_ms > $2",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                SandboxRow {
+                    id: r.try_get("id")?,
+                    key_id: r.try_get("key_id")?,
+                    profile: r.try_get("profile")?,
+                    language: r.try_get("language")?,
+                    env: r.try_get("env")?,
+                    ttl_seconds: r.try_get("ttl_seconds")?,
+                    created_ms: r.try_get("created_ms")?,
+                    expires_ms: r.try_get("expires_ms")?,
+                    version: r.try_get("version")?,
+                    workspace: Vec::new(),
+                },
+                r.try_get::<i64, _>("size")
+                    .unwrap_or_else(|_| r.try_get::<i32, _>("size").map(i64::from).unwrap_or(0)),
+            ))
+        })
+        .transpose()
+    }
+
     /// Saves a new working directory if nobody saved one since `version` was read; false
     /// when someone did (or the sandbox is gone).
     pub async fn save_workspace(
@@ -549,6 +581,25 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// A key's sandboxes that have not expired.
+    pub async fn count_sandboxes(&self, key_id: &str) -> Result<i64, StoreError> {
+        let r = sqlx::query("SELECT COUNT(*) FROM sandboxes WHERE key_id = $1 AND expires_ms > $2")
+            .bind(key_id)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(r.try_get::<i64, _>(0)?)
+    }
+
+    /// Forgets finished executions older than `before_ms`; returns how many.
+    pub async fn reap_executions(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM executions WHERE status <> 'running' AND created_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Removes expired sandboxes; returns how many.
