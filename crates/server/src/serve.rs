@@ -191,7 +191,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
                     tracing::warn!("reaping expired sandboxes: {e}");
                 }
                 n += 1;
-                if retention_ms > 0 && n % 12 == 0 {
+                if retention_ms > 0 && n.is_multiple_of(12) {
                     if let Err(e) = store
                         .reap_executions(crate::store::now_ms() - retention_ms)
                         .await
