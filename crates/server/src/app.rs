@@ -532,6 +532,7 @@ pub(crate) async fn run_execution(
     app.metrics.running(-1);
 
     // The store and the audit log are written at once (different disks' worth of waiting).
+    let t_rec = Instant::now();
     let doc = serde_json::to_string(&result).unwrap_or_default();
     let (stored, ()) = tokio::join!(
         app.store.finish_execution(id, &result.status, &doc),
@@ -540,6 +541,12 @@ pub(crate) async fn run_execution(
     if let Err(e) = stored {
         tracing::error!("recording execution {id}: {e}");
     }
+    tracing::debug!(
+        id,
+        "ran in {:?}, recorded in {:?}",
+        t_rec.duration_since(started),
+        t_rec.elapsed()
+    );
     // Replace the sandbox we used, now that the execution is recorded.
     app.pool.refill(&planned.profile);
     (result, capture)

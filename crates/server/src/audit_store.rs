@@ -74,6 +74,31 @@ impl Nodes for Fetched {
     }
 }
 
+/// Stored subtree hashes at `positions`, in one query (positions are our own integers,
+/// written into the statement); malformed ones are left out.
+async fn fetch_nodes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    positions: &[u64],
+) -> Result<HashMap<u64, Hash>, sqlx::Error> {
+    let mut out = HashMap::new();
+    if positions.is_empty() {
+        return Ok(out);
+    }
+    let list: Vec<String> = positions.iter().map(|p| p.to_string()).collect();
+    let q = format!(
+        "SELECT pos, hash FROM audit_nodes WHERE pos IN ({})",
+        list.join(", ")
+    );
+    for r in sqlx::query(&q).fetch_all(&mut **tx).await? {
+        let pos: i64 = r.try_get(0)?;
+        let h: Vec<u8> = r.try_get(1)?;
+        if let Some(h) = hash_of(&h) {
+            out.insert(pos as u64, h);
+        }
+    }
+    Ok(out)
+}
+
 /// Positions of the subtrees making up the frontier of a tree of `size` leaves.
 fn frontier_positions(size: u64) -> Vec<u64> {
     let mut out = Vec::new();
@@ -152,26 +177,12 @@ impl Store for SqlAuditStore {
             {
                 Some((csize, croot)) if csize <= size => {
                     let want = frontier_positions(csize);
-                    let mut got = HashMap::new();
-                    for pos in want {
-                        let r = sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
-                            .bind(pos as i64)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(e("read tree"))?;
-                        let h: Option<Vec<u8>> =
-                            r.map(|r| r.try_get(0)).transpose().map_err(e("read tree"))?;
-                        match h.as_deref().and_then(hash_of) {
-                            Some(h) => {
-                                got.insert(pos, h);
-                            }
-                            None => {
-                                return Err(this.tampered(
-                                    None,
-                                    format!("stored subtree at position {pos} is missing or malformed"),
-                                ))
-                            }
-                        }
+                    let got = fetch_nodes(&mut tx, &want).await.map_err(e("read tree"))?;
+                    if let Some(pos) = want.iter().find(|p| !got.contains_key(p)) {
+                        return Err(this.tampered(
+                            None,
+                            format!("stored subtree at position {pos} is missing or malformed"),
+                        ));
                     }
                     let f = Frontier::from_nodes(&Fetched(got), csize)
                         .map_err(|x| this.tampered(None, x.to_string()))?;
@@ -248,34 +259,22 @@ impl Store for SqlAuditStore {
                 // would need a SHA-256 collision to land on the signed peak).
                 if app.signs() && base == size {
                     let level = size.trailing_zeros();
+                    let siblings: Vec<u64> = (0..level)
+                        .map(|l| node_pos(l, ((size - 1) >> l) - 1))
+                        .collect();
+                    let peak = node_pos(level, (size - 1) >> level);
+                    let mut want = siblings.clone();
+                    want.push(peak);
+                    let got = fetch_nodes(&mut tx, &want).await.map_err(e("read tree"))?;
                     let mut h = leaf;
-                    for l in 0..level {
-                        let sibling: Option<Vec<u8>> =
-                            sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
-                                .bind(node_pos(l, ((size - 1) >> l) - 1) as i64)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(e("read tree"))?
-                                .map(|r| r.try_get(0))
-                                .transpose()
-                                .map_err(e("read tree"))?;
-                        let Some(sib) = sibling.as_deref().and_then(hash_of) else {
+                    for pos in &siblings {
+                        let Some(sib) = got.get(pos) else {
                             return Err(this.tampered(None, "a stored subtree is missing".into()));
                         };
-                        h = merkle::node_hash(&sib, &h);
+                        h = merkle::node_hash(sib, &h);
                     }
-                    let peak = node_pos(level, (size - 1) >> level);
-                    let stored: Option<Vec<u8>> =
-                        sqlx::query("SELECT hash FROM audit_nodes WHERE pos = $1")
-                            .bind(peak as i64)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(e("read tree"))?
-                            .map(|r| r.try_get(0))
-                            .transpose()
-                            .map_err(e("read tree"))?;
                     // The peak itself was checked against the signed root above.
-                    if stored.as_deref().and_then(hash_of) != Some(h) {
+                    if got.get(&peak) != Some(&h) {
                         return Err(this.tampered(
                             Some(size - 1),
                             "the last entry does not match the signed tree".into(),
@@ -294,25 +293,36 @@ impl Store for SqlAuditStore {
             let batch = app.entries(&head)?;
             let mut start = 0usize;
             let mut nodes: Vec<(u64, Hash)> = Vec::new();
+            let mut rows: Vec<(i64, &[u8])> = Vec::with_capacity(batch.leaves.len());
             for (i, (end, leaf)) in batch.ends.iter().zip(&batch.leaves).enumerate() {
-                let seq = size + i as u64;
                 // Stored without the line's newline, as the file store's entries read back.
-                sqlx::query("INSERT INTO audit_entries (seq, entry) VALUES ($1, $2)")
-                    .bind(seq as i64)
-                    .bind(&batch.bytes[start..end - 1])
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(e("write entry"))?;
+                rows.push(((size + i as u64) as i64, &batch.bytes[start..end - 1]));
                 frontier.push(*leaf, |level, index, h| nodes.push((node_pos(level, index), *h)));
                 start = *end;
             }
-            for (pos, h) in &nodes {
-                sqlx::query("INSERT INTO audit_nodes (pos, hash) VALUES ($1, $2)")
-                    .bind(*pos as i64)
-                    .bind(h.as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(e("write tree"))?;
+            // Few statements per append (a batch of a few entries, their subtrees), in chunks
+            // that stay under every driver's parameter limit.
+            for chunk in rows.chunks(200) {
+                let mut q = String::from("INSERT INTO audit_entries (seq, entry) VALUES ");
+                for i in 0..chunk.len() {
+                    q.push_str(&format!("{}(${}, ${})", if i > 0 { ", " } else { "" }, 2 * i + 1, 2 * i + 2));
+                }
+                let mut query = sqlx::query(&q);
+                for (seq, bytes) in chunk {
+                    query = query.bind(*seq).bind(*bytes);
+                }
+                query.execute(&mut *tx).await.map_err(e("write entry"))?;
+            }
+            for chunk in nodes.chunks(200) {
+                let mut q = String::from("INSERT INTO audit_nodes (pos, hash) VALUES ");
+                for i in 0..chunk.len() {
+                    q.push_str(&format!("{}(${}, ${})", if i > 0 { ", " } else { "" }, 2 * i + 1, 2 * i + 2));
+                }
+                let mut query = sqlx::query(&q);
+                for (pos, h) in chunk {
+                    query = query.bind(*pos as i64).bind(h.as_slice());
+                }
+                query.execute(&mut *tx).await.map_err(e("write tree"))?;
             }
             let new_size = size + batch.leaves.len() as u64;
             let root = frontier.root();
