@@ -567,17 +567,11 @@ fn executions_are_in_the_tamper_evident_audit_log() {
 
     // Someone with write access to the database edits an entry: verification names it, and
     // the server stops running code it can no longer record.
-    let edit = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'bash', 'bosh') AS BLOB) WHERE seq = 1\"); c.commit(); print(c.total_changes)"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&edit.stdout).trim(),
-        "1",
-        "{}",
-        String::from_utf8_lossy(&edit.stderr)
+    let changed = edit_db(
+        &db,
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), 'bash', 'bosh') AS BLOB) WHERE seq = 1\"); c.commit(); print(c.total_changes)",
     );
+    assert_eq!(changed, "1");
     let (code, out, err) = audit(&["verify", "--key", key.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(format!("{out}{err}").contains("entry 1"), "{out}{err}");
@@ -585,29 +579,11 @@ fn executions_are_in_the_tamper_evident_audit_log() {
     // newest entry stops the next append.
     let r = s.exec(json!({"language": "sh", "code": "echo next"}));
     assert_eq!(r["stdout"], "next\n");
-    let edit = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), '\\\"v\\\":1', '\\\"v\\\":2') AS BLOB) WHERE seq = (SELECT MAX(seq) FROM audit_entries)\"); c.commit()"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        edit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&edit.stderr)
+    edit_db(
+        &db,
+        "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_entries SET entry = CAST(REPLACE(CAST(entry AS TEXT), '\\\"v\\\":1', '\\\"v\\\":2') AS BLOB) WHERE seq = (SELECT MAX(seq) FROM audit_entries)\"); c.commit()",
     );
-    let _ = s.post(
-        "/v1/executions",
-        &json!({"language": "sh", "code": "echo not recorded"}),
-    );
-    let (st, e) = s.post(
-        "/v1/executions",
-        &json!({"language": "sh", "code": "echo refused"}),
-    );
-    assert_eq!(
-        (st, e["error"]["code"].as_str()),
-        (503, Some("audit_unavailable")),
-        "{e:#}"
-    );
+    s.assert_audit_refuses();
     assert_eq!(request("GET", &s.url("/ready"), None, None).0, 503);
 }
 
@@ -633,29 +609,8 @@ c.execute("UPDATE audit_entries SET entry = ? WHERE seq = ?", (new, seq))
 assert c.execute("UPDATE audit_nodes SET hash = ? WHERE pos = ?", (leaf, pos)).rowcount == 1
 c.commit()
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = s.post(
-        "/v1/executions",
-        &json!({"language": "sh", "code": "echo not recorded"}),
-    );
-    let (st, e) = s.post(
-        "/v1/executions",
-        &json!({"language": "sh", "code": "echo refused"}),
-    );
-    assert_eq!(
-        (st, e["error"]["code"].as_str()),
-        (503, Some("audit_unavailable")),
-        "{e:#}"
-    );
+    edit_db(&db, script);
+    s.assert_audit_refuses();
 }
 
 #[test]

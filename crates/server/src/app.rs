@@ -432,24 +432,7 @@ async fn create_execution(
     app.check_audit()?;
     let permit = acquire_slot(&app).await?;
 
-    let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
-    let created = now_ms();
-    app.store
-        .insert_execution(
-            &ExecutionRow {
-                id: id.clone(),
-                key_id: key.id.clone(),
-                status: "running".into(),
-                language: planned.language.clone(),
-                profile: planned.profile.clone(),
-                created_ms: created,
-                finished_ms: None,
-                result: None,
-            },
-            &app.node,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let (id, created) = record_running(&app, &key.id, &planned).await?;
 
     let (tx, rx) = if stream {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -476,6 +459,34 @@ async fn create_execution(
         }
         Some(rx) => Ok(stream_response(id, rx, task).into_response()),
     }
+}
+
+/// Records a new execution as running on this node (so a crash leaves it on record, to be
+/// marked failed at the next start); returns its id and creation time.
+pub(crate) async fn record_running(
+    app: &App,
+    key_id: &str,
+    planned: &Planned,
+) -> Result<(String, i64), ApiError> {
+    let id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
+    let created = now_ms();
+    app.store
+        .insert_execution(
+            &ExecutionRow {
+                id: id.clone(),
+                key_id: key_id.to_string(),
+                status: "running".into(),
+                language: planned.language.clone(),
+                profile: planned.profile.clone(),
+                created_ms: created,
+                finished_ms: None,
+                result: None,
+            },
+            &app.node,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((id, created))
 }
 
 pub(crate) async fn run_execution(

@@ -74,6 +74,27 @@ impl Nodes for Fetched {
     }
 }
 
+/// `insert` (`INSERT INTO t (a, b)`) of (integer, bytes) rows: few statements per append (a
+/// batch of entries, their subtrees), in chunks under every driver's parameter limit.
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    insert: &str,
+    rows: &[(i64, &[u8])],
+) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(200) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let q = format!("{insert} VALUES {}", values.join(", "));
+        let mut query = sqlx::query(&q);
+        for (n, bytes) in chunk {
+            query = query.bind(*n).bind(*bytes);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Stored subtree hashes at `positions`, in one query (positions are our own integers,
 /// written into the statement); malformed ones are left out.
 async fn fetch_nodes(
@@ -300,30 +321,14 @@ impl Store for SqlAuditStore {
                 frontier.push(*leaf, |level, index, h| nodes.push((node_pos(level, index), *h)));
                 start = *end;
             }
-            // Few statements per append (a batch of a few entries, their subtrees), in chunks
-            // that stay under every driver's parameter limit.
-            for chunk in rows.chunks(200) {
-                let mut q = String::from("INSERT INTO audit_entries (seq, entry) VALUES ");
-                for i in 0..chunk.len() {
-                    q.push_str(&format!("{}(${}, ${})", if i > 0 { ", " } else { "" }, 2 * i + 1, 2 * i + 2));
-                }
-                let mut query = sqlx::query(&q);
-                for (seq, bytes) in chunk {
-                    query = query.bind(*seq).bind(*bytes);
-                }
-                query.execute(&mut *tx).await.map_err(e("write entry"))?;
-            }
-            for chunk in nodes.chunks(200) {
-                let mut q = String::from("INSERT INTO audit_nodes (pos, hash) VALUES ");
-                for i in 0..chunk.len() {
-                    q.push_str(&format!("{}(${}, ${})", if i > 0 { ", " } else { "" }, 2 * i + 1, 2 * i + 2));
-                }
-                let mut query = sqlx::query(&q);
-                for (pos, h) in chunk {
-                    query = query.bind(*pos as i64).bind(h.as_slice());
-                }
-                query.execute(&mut *tx).await.map_err(e("write tree"))?;
-            }
+            let hashes: Vec<(i64, &[u8])> =
+                nodes.iter().map(|(p, h)| (*p as i64, h.as_slice())).collect();
+            insert_rows(&mut tx, "INSERT INTO audit_entries (seq, entry)", &rows)
+                .await
+                .map_err(e("write entry"))?;
+            insert_rows(&mut tx, "INSERT INTO audit_nodes (pos, hash)", &hashes)
+                .await
+                .map_err(e("write tree"))?;
             let new_size = size + batch.leaves.len() as u64;
             let root = frontier.root();
             let note = if app.signs() && new_size > 0 {

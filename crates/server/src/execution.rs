@@ -72,6 +72,19 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid 
     }
 }
 
+/// A name that is not among the available ones: the error lists them.
+pub fn unknown<'a>(
+    field: &str,
+    name: &str,
+    available: impl IntoIterator<Item = &'a String>,
+) -> Invalid {
+    let names: Vec<&str> = available.into_iter().map(String::as_str).collect();
+    invalid(
+        field,
+        format!("unknown {field} {name:?}; available: {}", names.join(", ")),
+    )
+}
+
 /// Files one request may bring.
 pub const MAX_FILES: usize = 10_000;
 
@@ -160,25 +173,11 @@ pub fn plan(
     profiles: &[String],
 ) -> Result<Planned, Invalid> {
     let Some(lang) = languages.get(&req.language) else {
-        let names: Vec<&str> = languages.keys().map(String::as_str).collect();
-        return Err(invalid(
-            "language",
-            format!(
-                "unknown language {:?}; available: {}",
-                req.language,
-                names.join(", ")
-            ),
-        ));
+        return Err(unknown("language", &req.language, languages.keys()));
     };
     let profile = req.profile.unwrap_or_else(|| cfg.default_profile.clone());
     if !profiles.contains(&profile) {
-        return Err(invalid(
-            "profile",
-            format!(
-                "unknown profile {profile:?}; available: {}",
-                profiles.join(", ")
-            ),
-        ));
+        return Err(unknown("profile", &profile, profiles));
     }
     let (timeout_ms, memory, cpu) = limits(cfg, req.timeout_ms, req.memory_limit, req.cpu_seconds)?;
     let l = &cfg.limits;

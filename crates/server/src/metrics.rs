@@ -110,11 +110,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_http_requests_total HTTP requests by route and status."
+        family(
+            &mut o,
+            "ironcage_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_http_requests_total counter");
         for ((method, route, status), n) in &m.requests {
             let _ = writeln!(
                 o,
@@ -123,11 +124,12 @@ impl Metrics {
                 label(route)
             );
         }
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_http_request_duration_seconds HTTP request latency."
+        family(
+            &mut o,
+            "ironcage_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_http_request_duration_seconds histogram");
         for (route, h) in &m.latency {
             hist(
                 &mut o,
@@ -136,8 +138,12 @@ impl Metrics {
                 h,
             );
         }
-        let _ = writeln!(o, "# HELP ironcage_executions_total Executions by outcome.");
-        let _ = writeln!(o, "# TYPE ironcage_executions_total counter");
+        family(
+            &mut o,
+            "ironcage_executions_total",
+            "counter",
+            "Executions by outcome.",
+        );
         for (k, n) in &m.executions {
             let _ = writeln!(
                 o,
@@ -145,36 +151,40 @@ impl Metrics {
                 label(k)
             );
         }
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_execution_duration_seconds Time from job to result."
+        family(
+            &mut o,
+            "ironcage_execution_duration_seconds",
+            "histogram",
+            "Time from job to result.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_execution_duration_seconds histogram");
         hist(
             &mut o,
             "ironcage_execution_duration_seconds",
             "",
             &m.execution_seconds,
         );
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_violations_total Executions with a policy violation, by kind."
+        family(
+            &mut o,
+            "ironcage_violations_total",
+            "counter",
+            "Executions with a policy violation, by kind.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_violations_total counter");
         for (k, n) in &m.violations {
             let _ = writeln!(o, "ironcage_violations_total{{kind=\"{}\"}} {n}", label(k));
         }
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_executions_running Executions running now."
+        family(
+            &mut o,
+            "ironcage_executions_running",
+            "gauge",
+            "Executions running now.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_executions_running gauge");
         let _ = writeln!(o, "ironcage_executions_running {}", m.running);
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_requests_rejected_total Requests refused for capacity or limits."
+        family(
+            &mut o,
+            "ironcage_requests_rejected_total",
+            "counter",
+            "Requests refused for capacity or limits.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_requests_rejected_total counter");
         for (k, n) in &m.rejected {
             let _ = writeln!(
                 o,
@@ -182,31 +192,35 @@ impl Metrics {
                 label(k)
             );
         }
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_pool_idle Warm sandboxes ready, by profile."
+        family(
+            &mut o,
+            "ironcage_pool_idle",
+            "gauge",
+            "Warm sandboxes ready, by profile.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_pool_idle gauge");
         for (p, n) in &m.pool_idle {
             let _ = writeln!(o, "ironcage_pool_idle{{profile=\"{}\"}} {n}", label(p));
         }
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_pool_hits_total Executions that found a warm sandbox."
+        family(
+            &mut o,
+            "ironcage_pool_hits_total",
+            "counter",
+            "Executions that found a warm sandbox.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_pool_hits_total counter");
         let _ = writeln!(o, "ironcage_pool_hits_total {}", m.pool_hits);
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_pool_misses_total Executions that had to build a sandbox."
+        family(
+            &mut o,
+            "ironcage_pool_misses_total",
+            "counter",
+            "Executions that had to build a sandbox.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_pool_misses_total counter");
         let _ = writeln!(o, "ironcage_pool_misses_total {}", m.pool_misses);
-        let _ = writeln!(
-            o,
-            "# HELP ironcage_pool_build_failures_total Sandboxes that could not be built."
+        family(
+            &mut o,
+            "ironcage_pool_build_failures_total",
+            "counter",
+            "Sandboxes that could not be built.",
         );
-        let _ = writeln!(o, "# TYPE ironcage_pool_build_failures_total counter");
         let _ = writeln!(
             o,
             "ironcage_pool_build_failures_total {}",
@@ -214,6 +228,12 @@ impl Metrics {
         );
         o
     }
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric family.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
 }
 
 fn hist(o: &mut String, name: &str, labels: &str, h: &Histogram) {

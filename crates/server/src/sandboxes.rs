@@ -10,10 +10,11 @@
 //! the next sandbox, where they can only lead to what that sandbox may see.
 
 use crate::app::{
-    acquire_slot, authenticate, key_slot, parse_json, read_body, run_execution, ApiError, App,
+    acquire_slot, authenticate, key_slot, parse_json, read_body, record_running, run_execution,
+    ApiError, App,
 };
 use crate::execution::{self, invalid, Invalid, MemoryLimit, Planned};
-use crate::store::{now_ms, ExecutionRow, SandboxRow};
+use crate::store::{now_ms, SandboxRow};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -152,22 +153,15 @@ pub async fn create(
         .profile
         .unwrap_or_else(|| app.cfg.default_profile.clone());
     if !app.profiles.contains_key(&profile) {
-        let names: Vec<&str> = app.profiles.keys().map(String::as_str).collect();
-        return Err(bad(invalid(
+        return Err(bad(execution::unknown(
             "profile",
-            format!(
-                "unknown profile {profile:?}; available: {}",
-                names.join(", ")
-            ),
+            &profile,
+            app.profiles.keys(),
         )));
     }
     if let Some(l) = &req.language {
         if !app.languages.contains_key(l) {
-            let names: Vec<&str> = app.languages.keys().map(String::as_str).collect();
-            return Err(bad(invalid(
-                "language",
-                format!("unknown language {l:?}; available: {}", names.join(", ")),
-            )));
+            return Err(bad(execution::unknown("language", l, app.languages.keys())));
         }
     }
     let s = &app.cfg.sandboxes;
@@ -332,24 +326,7 @@ pub async fn command(
         .touch_sandbox(&id, now_ms() + ttl_ms + timeout_ms as i64 + 60_000)
         .await
         .map_err(ApiError::internal)?;
-    let exec_id = format!("exe_{}", ironcage_audit::run_events::new_run_id());
-    let created = now_ms();
-    app.store
-        .insert_execution(
-            &ExecutionRow {
-                id: exec_id.clone(),
-                key_id: key.id.clone(),
-                status: "running".into(),
-                language: planned.language.clone(),
-                profile: planned.profile.clone(),
-                created_ms: created,
-                finished_ms: None,
-                result: None,
-            },
-            &app.node,
-        )
-        .await
-        .map_err(ApiError::internal)?;
+    let (exec_id, created) = record_running(&app, &key.id, &planned).await?;
     let task = {
         let app = Arc::clone(&app);
         let key_id = key.id.clone();

@@ -486,61 +486,62 @@ impl Store {
         Ok(())
     }
 
+    /// A sandbox row; its files only when `workspace` (else empty, and `size` selected).
+    fn sandbox_of(r: &AnyRow, workspace: bool) -> Result<SandboxRow, StoreError> {
+        Ok(SandboxRow {
+            id: r.try_get("id")?,
+            key_id: r.try_get("key_id")?,
+            profile: r.try_get("profile")?,
+            language: r.try_get("language")?,
+            env: r.try_get("env")?,
+            ttl_seconds: r.try_get("ttl_seconds")?,
+            created_ms: r.try_get("created_ms")?,
+            expires_ms: r.try_get("expires_ms")?,
+            version: r.try_get("version")?,
+            workspace: if workspace {
+                r.try_get("workspace")?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    const SANDBOX_COLS: &'static str =
+        "id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version";
+
     /// The sandbox, if it exists and has not expired.
     pub async fn sandbox(&self, id: &str) -> Result<Option<SandboxRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version, workspace
-             FROM sandboxes WHERE id = $1 AND expires_ms > $2",
-        )
-        .bind(id)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(SandboxRow {
-                id: r.try_get("id")?,
-                key_id: r.try_get("key_id")?,
-                profile: r.try_get("profile")?,
-                language: r.try_get("language")?,
-                env: r.try_get("env")?,
-                ttl_seconds: r.try_get("ttl_seconds")?,
-                created_ms: r.try_get("created_ms")?,
-                expires_ms: r.try_get("expires_ms")?,
-                version: r.try_get("version")?,
-                workspace: r.try_get("workspace")?,
-            })
-        })
-        .transpose()
+        let q = format!(
+            "SELECT {}, workspace FROM sandboxes WHERE id = $1 AND expires_ms > $2",
+            Self::SANDBOX_COLS
+        );
+        let row = sqlx::query(&q)
+            .bind(id)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Self::sandbox_of(&r, true)).transpose()
     }
 
     /// The sandbox without its files (and their stored size): for looking at it without
     /// reading up to the workspace limit from the store.
     pub async fn sandbox_meta(&self, id: &str) -> Result<Option<(SandboxRow, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, key_id, profile, language, env, ttl_seconds, created_ms, expires_ms, version, length(workspace) AS size
-             FROM sandboxes WHERE id = $1 AND expires_ms > $2",
-        )
-        .bind(id)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
+        let q = format!(
+            "SELECT {}, length(workspace) AS size FROM sandboxes WHERE id = $1 AND expires_ms > $2",
+            Self::SANDBOX_COLS
+        );
+        let row = sqlx::query(&q)
+            .bind(id)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
-            Ok((
-                SandboxRow {
-                    id: r.try_get("id")?,
-                    key_id: r.try_get("key_id")?,
-                    profile: r.try_get("profile")?,
-                    language: r.try_get("language")?,
-                    env: r.try_get("env")?,
-                    ttl_seconds: r.try_get("ttl_seconds")?,
-                    created_ms: r.try_get("created_ms")?,
-                    expires_ms: r.try_get("expires_ms")?,
-                    version: r.try_get("version")?,
-                    workspace: Vec::new(),
-                },
-                r.try_get::<i64, _>("size")
-                    .unwrap_or_else(|_| r.try_get::<i32, _>("size").map(i64::from).unwrap_or(0)),
-            ))
+            // SQLite's length() is an integer that the Any driver may hand back as 32-bit.
+            let size = r
+                .try_get::<i64, _>("size")
+                .or_else(|_| r.try_get::<i32, _>("size").map(i64::from))
+                .unwrap_or(0);
+            Ok((Self::sandbox_of(&r, false)?, size))
         })
         .transpose()
     }

@@ -301,6 +301,24 @@ impl Server {
         out
     }
 
+    /// After someone tampered with the audit log: the next execution cannot be recorded,
+    /// and from then on executions are refused with 503 `audit_unavailable`.
+    pub fn assert_audit_refuses(&self) {
+        let _ = self.post(
+            "/v1/executions",
+            &json!({"language": "sh", "code": "echo not recorded"}),
+        );
+        let (st, e) = self.post(
+            "/v1/executions",
+            &json!({"language": "sh", "code": "echo refused"}),
+        );
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (503, Some("audit_unavailable")),
+            "{e:#}"
+        );
+    }
+
     /// Run cgroups orphaned since this server started.
     pub fn new_orphan_cgroups(&self) -> Vec<PathBuf> {
         orphan_cgroups()
@@ -327,6 +345,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs a python3 script on the SQLite database `db` (as someone with write access to it
+/// would); returns what it printed.
+pub fn edit_db(db: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// One HTTP request with a real client; (status, body as JSON or {"text": ...}).
