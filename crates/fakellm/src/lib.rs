@@ -1,0 +1,1 @@
+//! Fake upstream LLM provider (see README in this crate).
