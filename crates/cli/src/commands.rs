@@ -243,6 +243,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             && ironcage_sandbox::sys::isatty(0)
             && ironcage_sandbox::sys::isatty(1)
             && ironcage_sandbox::sys::in_foreground(0),
+        on_listeners: None,
     };
     let report = match run::run(&plan, &ctx) {
         Ok(r) => r,

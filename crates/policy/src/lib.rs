@@ -300,6 +300,43 @@ pub fn list_profiles() -> Vec<(String, Origin)> {
     out
 }
 
+/// A domain pattern as the egress proxy takes it: `host.name` or `*.host.name`, ASCII
+/// (write internationalised names in their `xn--` form), no ports or paths.
+pub fn check_domain_pattern(d: &str) -> Result<(), String> {
+    let host = d.strip_prefix("*.").unwrap_or(d);
+    if host.is_empty() || host.len() > 253 {
+        return Err("needs a host name (1-253 characters)".into());
+    }
+    if !host.is_ascii() {
+        return Err("write internationalised names in their ASCII (xn--) form".into());
+    }
+    for label in host.trim_end_matches('.').split('.') {
+        if label.is_empty()
+            || label.len() > 63
+            || !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(
+                "not a host name (letters, digits, `-`, `_` and dots; `*.` only as a prefix)"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `1`, `1.00`, `0.5`: a non-negative decimal without sign or exponent.
+fn is_decimal(s: &str) -> bool {
+    let s = s.strip_prefix('$').unwrap_or(s);
+    let (int, frac) = s.split_once('.').unwrap_or((s, "0"));
+    !int.is_empty()
+        && int.len() <= 12
+        && !frac.is_empty()
+        && frac.len() <= 12
+        && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+}
+
 /// Longest session a policy may ask for.
 pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 24 * 3600;
 
@@ -515,6 +552,51 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
             None,
             "has no effect when network.isolated is true".into(),
         ));
+    }
+    let proxy = n.mode == NetworkMode::Proxy;
+    for (field, list) in [
+        ("network.allow_domains", &n.allow_domains),
+        ("network.deny_domains", &n.deny_domains),
+    ] {
+        if !list.is_empty() && !proxy {
+            return Err((
+                field,
+                None,
+                "only has an effect with network.mode: proxy".into(),
+            ));
+        }
+        for d in list {
+            if let Err(why) = check_domain_pattern(d) {
+                return Err((field, Some(d.clone()), format!("`{d}`: {why}")));
+            }
+        }
+    }
+    let llm = &p.llm;
+    if llm.enabled && !n.isolated {
+        return Err((
+            "llm.enabled",
+            None,
+            "the gateway needs the sandbox's own network namespace (network.mode isolated or proxy): on the host network the agent could reach providers directly".into(),
+        ));
+    }
+    if !is_decimal(&llm.budget_usd) {
+        return Err((
+            "llm.budget_usd",
+            Some(llm.budget_usd.clone()),
+            format!(
+                "`{}` is not an amount in dollars (like \"1.00\")",
+                llm.budget_usd
+            ),
+        ));
+    }
+    for kind in llm.pii.keys() {
+        if !PII_KINDS.contains(&kind.as_str()) {
+            return Err((
+                "llm.pii",
+                Some(kind.clone()),
+                format!("unknown kind `{kind}`; known: {}", PII_KINDS.join(", ")),
+            ));
+        }
     }
     if p.audit.enabled {
         if let Some(path) = &p.audit.log_path {

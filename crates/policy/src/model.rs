@@ -24,6 +24,9 @@ pub struct Policy {
     pub capabilities: Capabilities,
     #[serde(default)]
     pub network: Network,
+    /// Addition: the LLM gateway for this sandbox.
+    #[serde(default)]
+    pub llm: Llm,
     #[serde(default)]
     pub audit: Audit,
     /// Addition: which host environment variables reach the sandbox.
@@ -283,33 +286,168 @@ impl<'de> Deserialize<'de> for Capability {
     }
 }
 
+/// How the sandbox reaches the network. The seed's `isolated: true|false` still works;
+/// `mode` is the addition that also names the egress proxy.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Own network namespace with loopback only (`isolated: true`).
+    Isolated,
+    /// The host's network, TCP ports limited by Landlock (`isolated: false`).
+    Host,
+    /// Own network namespace with loopback only, plus a listener inside that reaches Iron
+    /// Cage's egress proxy on the host: HTTP(S) to `allow_domains`, nothing else.
+    Proxy,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawNetwork")]
 pub struct Network {
-    #[serde(default = "yes")]
+    /// True in modes `isolated` and `proxy` (the sandbox has its own network namespace).
     pub isolated: bool,
+    pub mode: NetworkMode,
     /// TCP ports the sandbox may connect to (only when not isolated).
-    #[serde(default)]
     pub allow_outgoing: Vec<Port>,
     /// TCP ports the sandbox may bind and listen on.
-    #[serde(default)]
     pub allow_incoming: Vec<Port>,
     /// Addition: allow UDP sockets on the host network. Landlock cannot filter UDP by
     /// port, so this is all-or-nothing and off by default.
-    #[serde(default)]
     pub allow_udp: bool,
+    /// Mode `proxy`: domains the proxy lets through (`example.com`, `*.example.com`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_domains: Vec<String>,
+    /// Mode `proxy`: domains refused even when an allow entry matches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny_domains: Vec<String>,
+}
+
+/// The network section as written: `isolated` and `mode` may both appear, and must agree.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    #[serde(default)]
+    isolated: Option<bool>,
+    #[serde(default)]
+    mode: Option<NetworkMode>,
+    #[serde(default)]
+    allow_outgoing: Vec<Port>,
+    #[serde(default)]
+    allow_incoming: Vec<Port>,
+    #[serde(default)]
+    allow_udp: bool,
+    #[serde(default)]
+    allow_domains: Vec<String>,
+    #[serde(default)]
+    deny_domains: Vec<String>,
+}
+
+impl TryFrom<RawNetwork> for Network {
+    type Error = String;
+    fn try_from(r: RawNetwork) -> Result<Self, String> {
+        let mode = match (r.mode, r.isolated) {
+            (Some(m), None) => m,
+            (None, Some(false)) => NetworkMode::Host,
+            (None, Some(true) | None) => NetworkMode::Isolated,
+            (Some(NetworkMode::Host), Some(false)) => NetworkMode::Host,
+            (Some(m @ (NetworkMode::Isolated | NetworkMode::Proxy)), Some(true)) => m,
+            (Some(m), Some(i)) => {
+                return Err(format!(
+                    "network.isolated: {i} contradicts network.mode: {}; keep one of them",
+                    serde_json::to_value(m)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ))
+            }
+        };
+        Ok(Network {
+            isolated: mode != NetworkMode::Host,
+            mode,
+            allow_outgoing: r.allow_outgoing,
+            allow_incoming: r.allow_incoming,
+            allow_udp: r.allow_udp,
+            allow_domains: r.allow_domains,
+            deny_domains: r.deny_domains,
+        })
+    }
 }
 
 impl Default for Network {
     fn default() -> Self {
         Network {
             isolated: true,
+            mode: NetworkMode::Isolated,
             allow_outgoing: Vec::new(),
             allow_incoming: Vec::new(),
             allow_udp: false,
+            allow_domains: Vec::new(),
+            deny_domains: Vec::new(),
         }
     }
 }
+
+/// Addition: the LLM gateway `ironcage run` hosts for the sandbox (OpenAI- and
+/// Anthropic-compatible, on 127.0.0.1 inside the sandbox's network namespace). Provider
+/// keys stay outside; the sandbox gets a per-run virtual key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Spending limit for one run, in US dollars as a decimal string ("1.00").
+    #[serde(default = "default_llm_budget")]
+    pub budget_usd: String,
+    /// What to do with each kind of personal data or secret found in prompts:
+    /// `allow`, `redact` or `block`. Kinds not listed use the gateway's defaults.
+    #[serde(default)]
+    pub pii: BTreeMap<String, PiiAction>,
+    /// Also scan (and redact) responses.
+    #[serde(default)]
+    pub pii_responses: bool,
+    /// Models missing from the price table: refused (default), since their cost cannot be
+    /// reserved against the budget.
+    #[serde(default)]
+    pub allow_unpriced_models: bool,
+}
+
+pub const DEFAULT_LLM_BUDGET_USD: &str = "1.00";
+
+fn default_llm_budget() -> String {
+    DEFAULT_LLM_BUDGET_USD.to_string()
+}
+
+impl Default for Llm {
+    fn default() -> Self {
+        Llm {
+            enabled: false,
+            budget_usd: default_llm_budget(),
+            pii: BTreeMap::new(),
+            pii_responses: false,
+            allow_unpriced_models: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiAction {
+    Allow,
+    Redact,
+    Block,
+}
+
+/// Kinds of personal data and secrets the gateway detects (names as in `llm.pii`).
+pub const PII_KINDS: [&str; 9] = [
+    "email",
+    "phone",
+    "credit_card",
+    "us_ssn",
+    "iban",
+    "ip_address",
+    "api_key",
+    "private_key",
+    "jwt",
+];
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]

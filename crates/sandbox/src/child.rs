@@ -79,6 +79,8 @@ pub struct ChildIo {
     pub tty: Option<RawFd>,
     /// A held sandbox: where the working directory's capture goes (a job frame).
     pub capture: Option<OwnedFd>,
+    /// Socket to hand the supervisor the listeners of `plan.listeners`, in order.
+    pub listeners: Option<OwnedFd>,
 }
 
 /// Stage directory the new root is assembled on. Any existing directory would do: all bind
@@ -163,6 +165,19 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
             fail(status, "loopback interface", e);
         }
     }
+    // Services the supervisor provides from outside (gateway, egress proxy): the sockets
+    // belong to this namespace, so the sandbox reaches them on its loopback, while the
+    // supervisor accepts on them from the host's. Opened before the workload exists, so
+    // its first connection queues in the backlog instead of being refused.
+    if let Some(sock) = io.listeners.as_ref() {
+        for l in &plan.listeners {
+            let bound = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, l.port()));
+            if let Err(e) = bound.and_then(|t| sys::send_fd(sock.as_raw_fd(), t.as_raw_fd())) {
+                fail(status, &format!("listener 127.0.0.1:{}", l.port()), e);
+            }
+        }
+    }
+    drop(io.listeners);
     // Defence in depth behind the seccomp floor: this user namespace may not create more.
     let _ = std::fs::write("/proc/sys/user/max_user_namespaces", "0");
 

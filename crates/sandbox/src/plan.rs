@@ -101,6 +101,28 @@ pub enum Rlimit {
     Core,
 }
 
+/// Port of the egress proxy inside a sandbox in network mode `proxy` (squid's).
+pub const PROXY_PORT: u16 = 3128;
+/// Port of the LLM gateway inside a sandbox with `llm.enabled`.
+pub const GATEWAY_PORT: u16 = 4000;
+
+/// A service the supervisor provides to the sandbox on a loopback port inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Listener {
+    EgressProxy,
+    LlmGateway,
+}
+
+impl Listener {
+    pub fn port(self) -> u16 {
+        match self {
+            Listener::EgressProxy => PROXY_PORT,
+            Listener::LlmGateway => GATEWAY_PORT,
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Plan {
     pub argv: Vec<String>,
@@ -130,6 +152,9 @@ pub struct Plan {
     pub audit_log: Option<PathBuf>,
     /// Descriptor number used to hand the seccomp listener out (see FilterSpec::handshake).
     pub handshake_fd: u32,
+    /// Listening sockets init opens on 127.0.0.1 in the sandbox's network namespace and
+    /// hands to the supervisor, which serves them from outside (gateway, egress proxy).
+    pub listeners: Vec<Listener>,
     /// Built ahead of time: init waits for a `job::Job` (the command, its stdin and files)
     /// before it starts the workload. Set by the caller (`ironcage serve`'s warm pool).
     pub held: bool,
@@ -411,6 +436,40 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         }
     }
 
+    // Listeners inside the sandbox's network namespace that the supervisor serves: the
+    // egress proxy (mode `proxy`) and the LLM gateway (`llm.enabled`). Their variables
+    // come last, so neither the policy nor --env can point them elsewhere.
+    let mut listeners = Vec::new();
+    if policy.network.mode == ironcage_policy::NetworkMode::Proxy {
+        listeners.push(Listener::EgressProxy);
+        let url = format!("http://127.0.0.1:{PROXY_PORT}");
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.insert(k.into(), url.clone());
+        }
+        // The gateway is on loopback too, and must not be asked for through the proxy.
+        for k in ["NO_PROXY", "no_proxy"] {
+            env.insert(k.into(), "localhost,127.0.0.1,::1".into());
+        }
+    }
+    if policy.llm.enabled {
+        listeners.push(Listener::LlmGateway);
+        env.insert(
+            "OPENAI_BASE_URL".into(),
+            format!("http://127.0.0.1:{GATEWAY_PORT}/llm/openai/v1"),
+        );
+        env.insert(
+            "ANTHROPIC_BASE_URL".into(),
+            format!("http://127.0.0.1:{GATEWAY_PORT}/llm/anthropic"),
+        );
+        // Placeholders until the caller sets the run's virtual key: never the host's key.
+        for k in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+            env.insert(k.into(), String::new());
+        }
+        for k in ["ANTHROPIC_AUTH_TOKEN", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"] {
+            env.remove(k);
+        }
+    }
+
     // rlimits. The handshake descriptor sits at the first number the open-files limit
     // forbids, so the sandboxed program can never hold a descriptor with that number.
     let r = &policy.resources;
@@ -593,6 +652,7 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
         },
         handshake_fd,
         held: false,
+        listeners,
     })
 }
 

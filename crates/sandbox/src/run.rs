@@ -48,6 +48,9 @@ pub struct Context<'a> {
     /// the job, learn of cancellation (the caller hanging up) and send the report (one
     /// line, `{"report": ...}`). Excludes `relay_tty`.
     pub held: Option<std::os::fd::RawFd>,
+    /// Serves `plan.listeners`: called once with the listening sockets (in plan order),
+    /// before the workload starts. Without it the sandbox gets no listeners.
+    pub on_listeners: Option<&'a dyn Fn(Vec<(crate::plan::Listener, OwnedFd)>)>,
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -229,6 +232,14 @@ fn run_in(
         None => (None, None),
     };
     let (nt_parent, nt_child) = sys::socketpair().map_err(io("socketpair"))?;
+    let listener_pair = match ctx.on_listeners {
+        Some(_) if !plan.listeners.is_empty() => Some(sys::socketpair().map_err(io("socketpair"))?),
+        _ => None,
+    };
+    let (ls_parent, ls_child) = match listener_pair {
+        Some((p, c)) => (Some(p), Some(c)),
+        None => (None, None),
+    };
 
     // Signals we forward to the sandbox; blocked so the signalfd sees them. The child
     // inherits the mask, and init keeps it for its own synchronous wait.
@@ -272,7 +283,7 @@ fn run_in(
     };
     let pid = match cloned.map_err(io("clone into new namespaces"))? {
         None => {
-            drop((go_w, st_r, nt_parent, sigfd, cap_r));
+            drop((go_w, st_r, nt_parent, sigfd, cap_r, ls_parent));
             child::init_main(
                 plan,
                 ChildIo {
@@ -282,12 +293,13 @@ fn run_in(
                     detached,
                     tty: tty_pair.as_ref().map(|(_, c)| c.as_raw_fd()),
                     capture: cap_w,
+                    listeners: ls_child,
                 },
             )
         }
         Some(pid) => pid,
     };
-    drop((go_r, st_w, nt_child, detached, cap_w));
+    drop((go_r, st_w, nt_child, detached, cap_w, ls_child));
     let tty_parent = tty_pair.map(|(p, _child_end_dropped_here)| p);
 
     // Two steps, so that our cgroup work overlaps the child building its root: "m" once the
@@ -311,6 +323,21 @@ fn run_in(
             }
             if let Some(cg) = cg_slot.as_ref() {
                 cg.add(pid)?;
+            }
+        }
+        // Init opened the listeners right after bringing up loopback; whoever serves them
+        // gets them now, before the workload can connect.
+        if let (Some(sock), Some(serve)) = (ls_parent.as_ref(), ctx.on_listeners) {
+            let mut got = Vec::new();
+            for l in &plan.listeners {
+                match sys::recv_fd(sock.as_raw_fd()) {
+                    Ok(Some(fd)) => got.push((*l, fd)),
+                    // Init failed to open it: its status says why.
+                    _ => break,
+                }
+            }
+            if got.len() == plan.listeners.len() {
+                serve(got);
             }
         }
         // Init has opened the sandbox's terminal by now (it does so right after building

@@ -74,6 +74,9 @@ pub fn service_policy(mut p: Policy, spec: &Spec) -> Policy {
     // Executions are recorded by the server, in its own audit log.
     p.audit.enabled = false;
     p.audit.log_path = None;
+    // Executions reach the LLM gateway at the service's own /llm routes (docs/serve.md),
+    // not through a per-sandbox listener: a held sandbox's host does not serve one.
+    p.llm.enabled = false;
     p
 }
 
@@ -105,6 +108,7 @@ fn supervise(
         is_root: facts.is_root,
         relay_tty: false,
         held: Some(0),
+        on_listeners: None,
     };
     run::run(plan, &ctx).map_err(|e| format!("sandbox setup failed: {e}"))
 }
