@@ -33,6 +33,11 @@ pub enum Command {
     /// Create, list and revoke the execution service's API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Store provider API keys, encrypted at rest, for the LLM gateway.
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Run the LLM gateway on its own (what `ironcage run` hosts inside each sandbox).
+    Gateway(GatewayArgs),
     /// Internal: forks sandbox hosts for `ironcage serve` (talks on stdin, a socket).
     #[command(hide = true, name = "sandbox-zygote")]
     SandboxZygote {
@@ -202,6 +207,14 @@ pub struct RunArgs {
     /// Print the plan as JSON and exit without running anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// LLM budget for this run in US dollars (default: the policy's llm.budget_usd, $1.00
+    /// in the built-ins). The gateway refuses requests that could exceed it.
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<String>,
+    /// Send a provider's traffic to another base URL (repeatable): `openai=URL` (with /v1),
+    /// `anthropic=URL` (without). Overrides llm.yaml.
+    #[arg(long = "llm-upstream", value_name = "PROVIDER=URL")]
+    pub llm_upstream: Vec<String>,
     /// The command and its arguments (after `--`, or after the last ironcage option).
     #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -294,4 +307,47 @@ pub enum KeyCmd {
         /// The key's id (key_...) or name.
         key: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Encrypt and store a secret (e.g. `openai`, `anthropic`: the gateway's provider keys).
+    Set {
+        /// Name: [a-z0-9_-], 1-64 characters.
+        name: String,
+        /// Read the value from this environment variable.
+        #[arg(long, value_name = "VAR", conflicts_with = "from_file")]
+        from_env: Option<String>,
+        /// Read the value from this file (`-` for stdin); one trailing newline is dropped.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+    },
+    /// List stored secrets (names and times; never values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret.
+    Rm { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    pub listen: String,
+    /// Total budget in US dollars for everything sent through this gateway.
+    #[arg(long, value_name = "USD", default_value = "1.00")]
+    pub budget_usd: String,
+    /// Provider base URL override (repeatable): `openai=URL` (with /v1), `anthropic=URL`.
+    #[arg(long = "llm-upstream", value_name = "PROVIDER=URL")]
+    pub llm_upstream: Vec<String>,
+    /// Policy whose `llm` section (PII rules, unpriced models) applies.
+    #[arg(long, short = 'p', conflicts_with = "policy")]
+    pub profile: Option<String>,
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Append decisions to this audit log (default: none).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }

@@ -59,7 +59,17 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::SandboxZygote { node } => Ok(ironcage_server::host::zygote_main(&node)),
         Command::Serve(args) => crate::serve_cmd::serve(args),
         Command::Key(cmd) => crate::serve_cmd::key(cmd),
+        Command::Secret(cmd) => crate::llm_cmd::secret(cmd),
+        Command::Gateway(args) => crate::llm_cmd::gateway(args),
     }
+}
+
+/// A policy by profile name or file (for commands other than `run`).
+pub fn load_policy(
+    profile: Option<&str>,
+    policy: Option<&std::path::Path>,
+) -> Result<ironcage_policy::Policy> {
+    Ok(load(profile, policy)?.policy)
 }
 
 fn load(profile: Option<&str>, policy: Option<&std::path::Path>) -> Result<Loaded> {
@@ -116,7 +126,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             )
         })?),
     };
-    let plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
+    let mut plan = match ironcage_sandbox::make_plan(policy, &req, &facts) {
         Ok(p) => p,
         Err(e @ PlanError::Refused(_)) => {
             // A refusal is a decision worth recording too.
@@ -165,7 +175,7 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
     // The audit log first, and the run's start recorded durably before it starts: a run
     // that cannot be recorded does not happen, and a supervisor killed mid-run still
     // leaves its start on record.
-    let mut audit = match &audit_path {
+    let audit = match &audit_path {
         Some(path) => {
             let mut log = open_audit_log(path, facts.is_root).map_err(|e| {
                 fail(
@@ -217,6 +227,37 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
         }
         None => None,
     };
+    let audit: crate::governance::SharedLog = std::sync::Arc::new(std::sync::Mutex::new(audit));
+    // The gateway and the egress proxy, when the policy asks for them. A failure to set
+    // them up refuses the run: the sandbox would otherwise run without what it was promised.
+    let hosted = match crate::governance::Hosted::prepare(
+        policy,
+        &mut plan,
+        &run_id,
+        facts.is_root,
+        &crate::governance::Flags {
+            budget_usd: args.budget_usd.as_deref(),
+            llm_upstream: &args.llm_upstream,
+        },
+        &audit,
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            let why = format!("{e:#}");
+            if let Ok(mut g) = audit.lock() {
+                if let Some((log, path)) = g.as_mut() {
+                    let event = run_events::run_refused(&run_id, policy, &args.command, &why);
+                    let _ = append_audit(log, path, &[event]);
+                }
+            }
+            return Err(fail(exit_code::DENIED, why));
+        }
+    };
+    let serve_listeners = |fds: Vec<(ironcage_sandbox::plan::Listener, std::os::fd::OwnedFd)>| {
+        if let Some(h) = hosted.as_ref() {
+            h.start(fds);
+        }
+    };
     // The report destination too: a typo in it must not cost a run whose report is lost.
     // A report file is only checked here and opened afresh after the run: it may sit in a
     // directory the sandbox can write, and the sandbox must not get hold of our descriptor's
@@ -243,13 +284,20 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             && ironcage_sandbox::sys::isatty(0)
             && ironcage_sandbox::sys::isatty(1)
             && ironcage_sandbox::sys::in_foreground(0),
-        on_listeners: None,
+        on_listeners: Some(&serve_listeners),
     };
-    let report = match run::run(&plan, &ctx) {
+    let report = run::run(&plan, &ctx);
+    let mut report = match report {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("sandbox setup failed: {e}");
-            if let Some((log, path)) = audit.as_mut() {
+            if let Some(h) = hosted {
+                h.finish(None);
+            }
+            let mut guard = audit
+                .lock()
+                .map_err(|_| anyhow!("audit log lock poisoned"))?;
+            if let Some((log, path)) = guard.as_mut() {
                 let _ = append_audit(
                     log,
                     path,
@@ -263,8 +311,15 @@ fn run_cmd(args: RunArgs) -> Result<i32> {
             return Err(fail(exit_code::SETUP_FAILED, msg));
         }
     };
+    // The gateway's and proxy's records, then the run's end.
+    if let Some(h) = hosted {
+        h.finish(Some(&mut report));
+    }
     // The audit record first: nothing the sandbox did to our stderr can prevent it.
-    if let Some((log, path)) = audit.as_mut() {
+    let mut guard = audit
+        .lock()
+        .map_err(|_| anyhow!("audit log lock poisoned"))?;
+    if let Some((log, path)) = guard.as_mut() {
         let events = run_events::run_end(&report, &policy.audit.detail_level);
         append_audit(log, path, &events)
             .map_err(|e| fail(exit_code::SETUP_FAILED, format!("{e:#}")))?;
@@ -404,7 +459,7 @@ fn audit_exposure(
 /// a signed checkpoint (created on first use). A key that exists but cannot be used
 /// (readable by others, not ours, damaged) refuses the run: an unsigned record is a
 /// weaker one, and the policy never silently weakens.
-fn open_audit_log(path: &std::path::Path, is_root: bool) -> Result<ironcage_audit::AuditLog> {
+pub fn open_audit_log(path: &std::path::Path, is_root: bool) -> Result<ironcage_audit::AuditLog> {
     let key_path = crate::paths::default_audit_key(is_root).map_err(|e| anyhow!(e))?;
     let (key, created) = ironcage_audit::note::load_or_create_key(&key_path)
         .map_err(|e| anyhow!("audit signing key: {e}"))?;

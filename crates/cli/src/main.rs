@@ -7,6 +7,8 @@
 mod audit_cmd;
 mod cli;
 mod commands;
+mod governance;
+mod llm_cmd;
 mod paths;
 mod serve_cmd;
 

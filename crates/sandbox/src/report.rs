@@ -115,4 +115,8 @@ pub struct RunReport {
     pub cgroup_version: Option<u8>,
     pub landlock_abi: i32,
     pub started_at_unix_ms: u128,
+    /// The LLM gateway's account of the run (requests by decision, tokens, cost, budget),
+    /// when the policy enables it. Filled in by the caller that hosted the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<serde_json::Value>,
 }

@@ -719,6 +719,7 @@ fn run_in(
             .map(|p| p.version()),
         landlock_abi: plan.landlock.as_ref().map(|l| l.abi).unwrap_or(0),
         started_at_unix_ms: started_at,
+        llm: None,
     })
 }
 
