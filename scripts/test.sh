@@ -28,6 +28,25 @@ fi
 # An independent OpenAPI validator for the execution service's /openapi.json.
 python3 -c 'import openapi_spec_validator' 2>/dev/null || python3 -m pip install -q openapi-spec-validator
 
+# ---- official LLM SDKs for the gateway/fakellm tests (crates/fakellm/tests/sdk.rs) -----------
+# Pinned to the versions docs/plans/governance-wire-formats.md was written against, installed
+# for Debian's /usr/bin/python3 into a fixed directory that the unprivileged test user can read
+# (tests run them with PYTHONPATH=/opt/ironcage-test/py). Skipped when already there.
+sdk_dir=/opt/ironcage-test/py
+sdk_pins=('openai==3.57.0' 'anthropic==2.14.0')
+if ! PYTHONPATH=$sdk_dir /usr/bin/python3 -c '
+import importlib.metadata as m, sys
+sys.exit(any(m.version(p.split("==")[0]) != p.split("==")[1] for p in sys.argv[1:]))' "${sdk_pins[@]}" 2>/dev/null; then
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+  }
+  rm -rf "$sdk_dir"
+  /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$sdk_dir" "${sdk_pins[@]}"
+fi
+chmod -R a+rX /opt/ironcage-test
+# ---- end of the official LLM SDKs ----------------------------------------------------------
+
 id -u ironcage-test >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ironcage-test
 export IRONCAGE_TEST_USER=ironcage-test
 

@@ -210,7 +210,15 @@ impl Hosted {
                 &policy.network.allow_domains,
                 &policy.network.deny_domains,
             )
-            .map_err(|e| anyhow!("network.allow_domains/deny_domains: {e}"))?;
+            .map_err(|e| anyhow!("{e}"))?;
+            // In mode proxy, allow_outgoing names the ports the proxy may reach (80 and
+            // 443 when empty).
+            let ports: Vec<u16> = policy.network.allow_outgoing.iter().map(|p| p.0).collect();
+            let rules = if ports.is_empty() {
+                rules
+            } else {
+                rules.with_ports(&ports)
+            };
             hosted.egress = Some(Arc::new(rules));
         }
         Ok(Some(hosted))

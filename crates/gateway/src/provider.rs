@@ -9,6 +9,7 @@ use crate::body::{full, GatewayBody};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
+    #[serde(rename = "openai")]
     OpenAi,
     Anthropic,
 }

@@ -543,8 +543,8 @@ fn validate(p: &Policy, _text: &str) -> Result<(), Invalid> {
     }
 
     let n = &p.network;
-    if n.isolated && !n.allow_outgoing.is_empty() {
-        return Err(("network.allow_outgoing", None, "outgoing ports have no effect when network.isolated is true (only loopback exists); set isolated: false".into()));
+    if n.mode == NetworkMode::Isolated && !n.allow_outgoing.is_empty() {
+        return Err(("network.allow_outgoing", None, "outgoing ports have no effect when network.isolated is true (only loopback exists); set isolated: false (or mode: proxy, where they are the ports the proxy may reach)".into()));
     }
     if n.isolated && n.allow_udp {
         return Err((

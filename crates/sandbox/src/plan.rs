@@ -447,8 +447,9 @@ pub fn make_plan(policy: &Policy, req: &Request, host: &HostFacts) -> Result<Pla
             env.insert(k.into(), url.clone());
         }
         // The gateway is on loopback too, and must not be asked for through the proxy.
+        // (Names, `localhost` included, go through the proxy and resolve on the host.)
         for k in ["NO_PROXY", "no_proxy"] {
-            env.insert(k.into(), "localhost,127.0.0.1,::1".into());
+            env.insert(k.into(), "127.0.0.1,::1".into());
         }
     }
     if policy.llm.enabled {
