@@ -44,7 +44,9 @@ pub struct Hosted {
     budget_default: bool,
     denials: Arc<Mutex<BTreeMap<(String, u16, String), u64>>>,
     audit_tx: Option<mpsc::Sender<AuditEvent>>,
-    audit_thread: Option<std::thread::JoinHandle<()>>,
+    /// Taken by `start`, which runs the writer.
+    audit_rx: Mutex<Option<(mpsc::Receiver<AuditEvent>, SharedLog)>>,
+    audit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     providers_with_keys: Vec<&'static str>,
@@ -156,14 +158,12 @@ impl Hosted {
         if plan.listeners.is_empty() {
             return Ok(None);
         }
+        // The writer thread starts with the services, after the sandbox is cloned: no
+        // thread of ours may exist while the clone copies the process (see `start`).
         let has_audit = audit.lock().map(|g| g.is_some()).unwrap_or(false);
-        let (audit_tx, audit_thread) = if has_audit {
+        let (audit_tx, audit_rx) = if has_audit {
             let (tx, rx) = mpsc::channel();
-            let log = Arc::clone(audit);
-            (
-                Some(tx),
-                Some(std::thread::spawn(move || audit_writer(log, rx))),
-            )
+            (Some(tx), Some(rx))
         } else {
             (None, None)
         };
@@ -184,7 +184,8 @@ impl Hosted {
             budget_default,
             denials: Arc::default(),
             audit_tx,
-            audit_thread,
+            audit_rx: Mutex::new(audit_rx.map(|rx| (rx, Arc::clone(audit)))),
+            audit_thread: Mutex::new(None),
             stop: Mutex::new(None),
             thread: Mutex::new(None),
             providers_with_keys: Vec::new(),
@@ -231,6 +232,12 @@ impl Hosted {
 
     /// Starts serving the listeners (called by the supervisor once init opened them).
     pub fn start(&self, fds: Vec<(Listener, OwnedFd)>) {
+        if let Some((rx, log)) = self.audit_rx.lock().ok().and_then(|mut r| r.take()) {
+            let t = std::thread::spawn(move || audit_writer(log, rx));
+            if let Ok(mut slot) = self.audit_thread.lock() {
+                *slot = Some(t);
+            }
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let gateway = self.gateway.clone();
         let egress = self.egress.clone();
@@ -377,7 +384,7 @@ impl Hosted {
         }
         // Every record is in the log before run.end is appended.
         drop(self.audit_tx.take());
-        if let Some(t) = self.audit_thread.take() {
+        if let Some(t) = self.audit_thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
         }
     }

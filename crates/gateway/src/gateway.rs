@@ -344,6 +344,7 @@ impl Gateway {
         };
 
         if route.endpoint == Endpoint::Models {
+            rec.decision = Decision::Forwarded;
             return self
                 .forward_plain(
                     rec,

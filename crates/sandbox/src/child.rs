@@ -171,9 +171,9 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     // its first connection queues in the backlog instead of being refused.
     if let Some(sock) = io.listeners.as_ref() {
         for l in &plan.listeners {
-            let bound = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, l.port()));
+            let bound = sys::listen_loopback(l.port());
             if let Err(e) = bound.and_then(|t| sys::send_fd(sock.as_raw_fd(), t.as_raw_fd())) {
-                fail(status, &format!("listener 127.0.0.1:{}", l.port()), e);
+                fail(status, "listener on 127.0.0.1", e);
             }
         }
     }

@@ -730,6 +730,45 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// A TCP socket listening on 127.0.0.1:`port` in the current network namespace. Raw
+/// system calls only: init runs this after a fork-like clone, where allocating could
+/// deadlock on a lock another thread of the supervisor held.
+pub fn listen_loopback(port: u16) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes integers.
+    let s = check_int(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: s is a new descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points at a live c_int of the size given.
+    check_int(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: sockaddr_in is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_in = unsafe { zeroed() };
+    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+    addr.sin_port = port.to_be();
+    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    // SAFETY: addr is a valid sockaddr_in and its size is given.
+    check_int(unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: plain integers on a descriptor we own.
+    check_int(unsafe { libc::listen(sock.as_raw_fd(), 1024) })?;
+    Ok(sock)
+}
+
 pub fn getuid() -> u32 {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::getuid() }

@@ -10,7 +10,7 @@ def one(i):
     barrier.wait()
     try:
         c.chat.completions.create(model="fake-gpt", max_tokens=1000,
-            messages=[{"role": "user", "content": "[[fake:usage=400,1000]] [[fake:delay_ms=300]] request %d" % i}])
+            messages=[{"role": "user", "content": "[[fake:usage=100,1000]] [[fake:delay_ms=300]] request %d" % i}])
         return "ok"
     except openai.RateLimitError as e:
         return "budget:" + str(e.response.headers.get("x-should-retry")) + ":" + e.code if "budget" in str(e) else "other:" + str(e)

@@ -5,7 +5,7 @@ import base64, json, os, sys
 import anthropic
 import openai
 
-REAL = sys.argv[1]
+REAL = bytes.fromhex(sys.argv[1]).decode()
 out = {}
 oa = openai.OpenAI(max_retries=0)
 r = oa.chat.completions.create(model="fake-gpt", messages=[{"role": "user", "content": "say hello to the gateway"}])
