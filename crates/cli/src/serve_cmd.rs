@@ -32,6 +32,15 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
             ..Overrides::default()
         },
     )?;
+    let mut cfg = cfg;
+    // The provider keys `ironcage secret set` stored, unless the config names another store.
+    let is_root = crate::paths::is_root();
+    if cfg.llm.secrets_file.is_none() {
+        cfg.llm.secrets_file = Some(crate::governance::secrets_path(is_root)?);
+    }
+    if cfg.llm.master_key_file.is_none() {
+        cfg.llm.master_key_file = Some(crate::governance::master_key_path(is_root)?);
+    }
     ironcage_server::serve::serve(cfg)
         .map_err(|e| fail(exit_code::SETUP_FAILED, format!("{e:#}")))?;
     Ok(0)

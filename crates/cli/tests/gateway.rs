@@ -7,13 +7,10 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 const SDK_DIR: &str = "/opt/ironcage-test/py";
-/// The "real" provider key: the fake upstream accepts nothing else.
-const REAL_KEY: &str = "sk-real-upstream-key-7f3a9c1e5b2d4f6a8c0e";
 /// Master key of the test secret store (64 hex digits).
 const MASTER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
@@ -22,63 +19,6 @@ fn sdk_installed() {
         Path::new(SDK_DIR).join("openai").is_dir() && Path::new(SDK_DIR).join("anthropic").is_dir(),
         "the official openai/anthropic SDKs are not installed in {SDK_DIR}: run scripts/test.sh (it installs them)"
     );
-}
-
-/// A running fake provider; killed on drop.
-struct Fake {
-    child: Child,
-    port: u16,
-}
-
-impl Fake {
-    fn start() -> Fake {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_ironcage"))
-            .parent()
-            .unwrap()
-            .join("fakellm");
-        assert!(
-            bin.exists(),
-            "{} missing: build the workspace (cargo test --workspace builds it)",
-            bin.display()
-        );
-        let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--require-key", REAL_KEY])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("fakellm said {line:?}: {e}"));
-        let port = v["listen"]
-            .as_str()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Fake { child, port }
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        let v: Value = ureq::get(&format!("http://127.0.0.1:{}/_fake/requests", self.port))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
-        v.as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Everything one governed run needs: a scratch dir with the agent scripts, a secret store
@@ -132,7 +72,7 @@ impl Setup {
         sections.extend(extra_sections.iter().map(|x| x.to_string()));
         let refs: Vec<&str> = sections.iter().map(String::as_str).collect();
         let policy = policy(&s, &refs);
-        let fake = Fake::start();
+        let fake = Fake::start(REAL_KEY);
         // The real key goes into the encrypted store, from an environment variable.
         for provider in ["openai", "anthropic"] {
             let mut c = ironcage_env(mode, &s);

@@ -1182,3 +1182,90 @@ fn long_lived_sandboxes_survive_hostile_and_careless_clients() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!missing.exists());
 }
+
+variants! {
+    fn the_llm_gateway_is_mounted_with_budgets_per_key_and_agent(mode: Mode, db: Db) {
+        let fake = Fake::start(REAL_KEY);
+        let secrets = Scratch::new();
+        let store = secrets.path.join("secrets.json");
+        let master = secrets.path.join("master.key");
+        // The provider key, stored encrypted as the server's user.
+        let mut c = as_mode(mode, "/usr/bin/env");
+        c.arg(format!("IRONCAGE_SECRETS={}", store.display()))
+            .arg(format!("IRONCAGE_MASTER_KEY_FILE={}", master.display()))
+            .arg(format!("V={REAL_KEY}"))
+            .arg(binary())
+            .args(["secret", "set", "openai", "--from-env", "V"]);
+        let (code, out, err) = spawn(c, None);
+        assert_eq!(code, 0, "{out}{err}");
+        let extra = format!(
+            "llm:\n  upstreams:\n    openai: http://127.0.0.1:{}/v1\n  key_budget_usd: \"0.01\"\n  agent_budget_usd: \"0.005\"\n  budget_period: daily\n  secrets_file: {}\n  master_key_file: {}\n",
+            fake.port,
+            store.display(),
+            master.display()
+        );
+        let mut server = Server::start_with(mode, db, Options { extra, ..Options::default() });
+        // The official SDK, pointed at the service with a service API key; each call costs
+        // 100 input + 1000 output tokens of fake-gpt ($0.0021).
+        let script = r#"
+import json, sys, openai
+base, key = sys.argv[1], sys.argv[2]
+out = []
+for agent in ["a", "a", "a", "b", "b", "b", None]:
+    headers = {"x-ironcage-agent": agent} if agent else {}
+    c = openai.OpenAI(base_url=base, api_key=key, max_retries=0, default_headers=headers)
+    try:
+        r = c.chat.completions.create(model="fake-gpt", max_tokens=1000,
+            messages=[{"role": "user", "content": "[[fake:usage=100,1000]] hi"}])
+        out.append([agent, r.choices[0].message.content])
+    except openai.RateLimitError as e:
+        out.append([agent, e.code])
+try:
+    openai.OpenAI(base_url=base, api_key="ick_not_a_key", max_retries=0).models.list()
+except openai.AuthenticationError as e:
+    out.append(["bad-key", e.status_code])
+print(json.dumps(out))
+"#;
+        let sdk = |server: &Server| -> Value {
+            let o = std::process::Command::new("/usr/bin/python3")
+                .args(["-c", script, &server.url("/llm/openai/v1"), &server.key])
+                .env("PYTHONPATH", "/opt/ironcage-test/py")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let out = sdk(&server);
+        // Each call reserves ~$0.00211 (its body's bytes as input, 1,000 output tokens) and
+        // costs $0.0021. Agent a ($0.005): two fit, not a third. Agent b: two more, which
+        // brings the key ($0.01) to $0.0084: no room for another, agent or not.
+        assert_eq!(
+            out,
+            json!([["a", "echo: hi"], ["a", "echo: hi"], ["a", "budget_exceeded"],
+                   ["b", "echo: hi"], ["b", "echo: hi"], ["b", "budget_exceeded"],
+                   [null, "budget_exceeded"], ["bad-key", 401]]),
+            "{}", server.log.lock().unwrap()
+        );
+        // The provider saw the stored key, never the service key.
+        for r in fake.requests() {
+            assert_eq!(r["headers"]["authorization"], format!("Bearer {REAL_KEY}"), "{r}");
+        }
+        let (_, m) = request_full_text(&server.url("/metrics"));
+        assert!(m.contains("ironcage_llm_requests_total{decision=\"over_budget\"} 3"), "{m}");
+        // Spending survives a restart: the key is still out of budget.
+        server.stop();
+        server.spawn();
+        let again = sdk(&server);
+        assert_eq!(again[0], json!(["a", "budget_exceeded"]), "{again}");
+        assert_eq!(again[6], json!([null, "budget_exceeded"]), "{again}");
+        assert_eq!(fake.requests().len(), 4, "refused requests reached the provider");
+    }
+}
+
+fn request_full_text(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}

@@ -83,6 +83,9 @@ pub struct RequestRecord {
     pub pii_blocked: Vec<String>,
     pub client_disconnected: bool,
     pub duration_ms: u64,
+    /// Budget scopes charged (for the caller's own accounting; not recorded).
+    #[serde(skip)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

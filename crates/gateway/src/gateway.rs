@@ -261,6 +261,7 @@ impl Gateway {
             pii_blocked: Vec::new(),
             client_disconnected: false,
             duration_ms: 0,
+            scopes: Vec::new(),
         };
         let route = match provider::route(req.method(), &path) {
             Ok(r) => r,
@@ -319,6 +320,7 @@ impl Gateway {
             );
         };
         rec.caller = Some(caller.label.clone());
+        rec.scopes = caller.scopes.clone();
 
         let (parts, body) = req.into_parts();
         let query = parts.uri.query().map(str::to_string);

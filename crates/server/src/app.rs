@@ -43,6 +43,8 @@ pub struct App {
     /// Set when an execution could not be recorded in the audit log (tampering, or the
     /// store failing): from then on nothing runs until an operator has looked.
     pub audit_broken: Mutex<Option<String>>,
+    /// The LLM gateway under /llm/ (None when `llm.enabled` is false).
+    pub gateway: Option<Arc<ironcage_gateway::Gateway>>,
 }
 
 impl App {
@@ -147,6 +149,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/sandboxes/{id}/files/{*path}",
             get(crate::sandboxes::get_file).put(crate::sandboxes::put_file),
         )
+        .route("/llm/{*rest}", axum::routing::any(crate::llm::handle))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
@@ -162,7 +165,11 @@ async fn measure(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let resp = json_errors(next.run(req).await).await;
+    // The gateway answers in each provider's own error shape, which must reach the SDKs
+    // unchanged.
+    let llm = req.uri().path().starts_with("/llm/");
+    let resp = next.run(req).await;
+    let resp = if llm { resp } else { json_errors(resp).await };
     app.metrics.request(
         &method,
         &route,
@@ -241,10 +248,13 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = app.metrics.render();
+        if let Some(gw) = app.gateway.as_ref() {
+            ironcage_gateway::metrics::render(gw, &mut text);
+        }
+        text
+    })
         .into_response()
 }
 

@@ -54,6 +54,51 @@ pub struct Config {
     pub sandboxes: SandboxConfig,
     /// Finished executions are kept this long (0: forever).
     pub execution_retention_hours: u64,
+    /// The LLM gateway under /llm/openai/v1 and /llm/anthropic/v1 (docs/gateway.md).
+    pub llm: LlmConfig,
+}
+
+/// The gateway as the service mounts it: API keys authenticate, each key (and each agent
+/// a key names in `x-ironcage-agent`) has a budget, optionally reset every period.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    pub enabled: bool,
+    /// Base URL per provider (`openai: https://api.openai.com/v1`, `anthropic: ...`).
+    pub upstreams: BTreeMap<String, String>,
+    /// A price file extending the shipped table.
+    pub prices: Option<PathBuf>,
+    pub breaker: ironcage_gateway::settings::BreakerSettings,
+    /// Spending limit per API key, in dollars ("10.00"); none: unlimited.
+    pub key_budget_usd: Option<String>,
+    /// Spending limit per agent (per key and `x-ironcage-agent` name); none: unlimited.
+    pub agent_budget_usd: Option<String>,
+    /// `never`, `hourly`, `daily`, `monthly`: when spending starts again from zero.
+    pub budget_period: String,
+    /// The profile whose `llm` section (PII rules, unpriced models) applies; default:
+    /// `default_profile`.
+    pub profile: Option<String>,
+    /// The encrypted secret store holding the provider keys (`ironcage secret set`), and
+    /// its master key file; default: the same as `ironcage secret` uses.
+    pub secrets_file: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            enabled: true,
+            upstreams: BTreeMap::new(),
+            prices: None,
+            breaker: Default::default(),
+            key_budget_usd: None,
+            agent_budget_usd: None,
+            budget_period: "never".into(),
+            profile: None,
+            secrets_file: None,
+            master_key_file: None,
+        }
+    }
 }
 
 /// Long-lived sandboxes (`/v1/sandboxes`).
@@ -162,6 +207,7 @@ impl Default for Config {
             keys: KeyDefaults::default(),
             sandboxes: SandboxConfig::default(),
             execution_retention_hours: 168,
+            llm: LlmConfig::default(),
         }
     }
 }

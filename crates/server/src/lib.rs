@@ -15,6 +15,7 @@ pub mod execution;
 pub mod host;
 pub mod http;
 pub mod keys;
+pub mod llm;
 pub mod metrics;
 pub mod pool;
 pub mod sandboxes;

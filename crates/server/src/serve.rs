@@ -161,7 +161,20 @@ async fn serve_async(cfg: Config) -> Result<()> {
     }
 
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.pool.max_running));
+    let audit = Arc::new(Mutex::new(audit));
+    let llm_profile = cfg
+        .llm
+        .profile
+        .clone()
+        .unwrap_or_else(|| cfg.default_profile.clone());
+    let profile_llm = match profiles.get(&llm_profile) {
+        Some(p) => p.llm.clone(),
+        None if cfg.llm.profile.is_none() => ironcage_policy::Llm::default(),
+        None => bail!("llm.profile: {llm_profile:?} is not a served profile"),
+    };
+    let gateway = crate::llm::build(&cfg.llm, &profile_llm, store.clone(), Arc::clone(&audit))?;
     let app = Arc::new(App {
+        gateway,
         languages,
         profiles,
         warm_profiles,
@@ -171,7 +184,7 @@ async fn serve_async(cfg: Config) -> Result<()> {
         limiter: Arc::default(),
         slots: Arc::clone(&slots),
         node,
-        audit: Arc::new(Mutex::new(audit)),
+        audit,
         sandbox_locks: Mutex::default(),
         audit_broken: Mutex::default(),
         cfg: cfg.clone(),

@@ -96,6 +96,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         "INSERT INTO audit_head (id, size, checkpoint) VALUES (1, 0, NULL)",
     ),
+    (
+        12,
+        "CREATE TABLE llm_spend (
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            spent_picos BIGINT NOT NULL,
+            PRIMARY KEY (scope, period)
+        )",
+    ),
 ];
 
 #[derive(Clone)]
@@ -336,6 +345,37 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    // ---- LLM spending (budgets survive restarts) ----
+
+    /// Adds to what `scope` spent in `period` (a calendar key such as `2026-11-25`).
+    pub async fn add_llm_spend(
+        &self,
+        scope: &str,
+        period: &str,
+        picos: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO llm_spend (scope, period, spent_picos) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, period) DO UPDATE SET spent_picos = llm_spend.spent_picos + excluded.spent_picos",
+        )
+        .bind(scope)
+        .bind(period)
+        .bind(picos)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn llm_spent(&self, scope: &str, period: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT spent_picos FROM llm_spend WHERE scope = $1 AND period = $2")
+                .bind(scope)
+                .bind(period)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or(0, |r| r.0))
     }
 
     // ---- executions ----

@@ -332,3 +332,64 @@ pub fn host_processes_with(marker: &str) -> Vec<String> {
     }
     out
 }
+
+/// The "real" provider key of the LLM tests: the fake upstream accepts nothing else.
+pub const REAL_KEY: &str = "sk-real-upstream-key-7f3a9c1e5b2d4f6a8c0e";
+
+/// A running fake provider; killed on drop.
+pub struct Fake {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Fake {
+    pub fn start(require_key: &str) -> Fake {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_ironcage"))
+            .parent()
+            .unwrap()
+            .join("fakellm");
+        assert!(
+            bin.exists(),
+            "{} missing: build the workspace (cargo test --workspace builds it)",
+            bin.display()
+        );
+        let mut child = std::process::Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--require-key", require_key])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead as _;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("fakellm said {line:?}: {e}"));
+        let port = v["listen"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Fake { child, port }
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        let v: Value = ureq::get(&format!("http://127.0.0.1:{}/_fake/requests", self.port))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        v.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

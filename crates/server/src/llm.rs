@@ -1,0 +1,234 @@
+//! The LLM gateway mounted in the service: API keys (and the agents they name) are the
+//! callers, each with its own budget; spending is kept in the store per calendar period,
+//! so budgets survive restarts; decisions go to the service's audit log.
+
+use crate::app::App;
+use crate::config::LlmConfig;
+use crate::keys;
+use crate::store::Store;
+use anyhow::{anyhow, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use ironcage_audit::AuditLog;
+use ironcage_gateway::auth::{AuthFuture, Authorize, Caller};
+use ironcage_gateway::event::Event;
+use ironcage_gateway::provider::Provider;
+use ironcage_gateway::settings::Settings;
+use ironcage_gateway::{Config as GwConfig, Gateway};
+use ironcage_guard::budget::{Ledger, Period, SystemClock};
+use ironcage_guard::money::Usd;
+use ironcage_guard::prices::PriceTable;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+struct ServiceAuth {
+    store: Store,
+    ledger: Arc<Ledger>,
+    key_budget: Option<Usd>,
+    agent_budget: Option<Usd>,
+    period: Period,
+    /// Scopes whose limit and past spending this instance has loaded.
+    loaded: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Authorize for ServiceAuth {
+    fn authorize<'a>(&'a self, key: &'a str, agent: Option<&'a str>) -> AuthFuture<'a> {
+        Box::pin(async move {
+            if !key.starts_with("ick_") {
+                return None;
+            }
+            let k = self.store.key_by_hash(&keys::hash(key)).await.ok()??;
+            let mut scopes = vec![format!("key:{}", k.id)];
+            if let Some(a) = agent {
+                scopes.push(format!("agent:{}/{a}", k.id));
+            }
+            let mut loaded = self.loaded.lock().await;
+            for (i, scope) in scopes.iter().enumerate() {
+                if loaded.contains(scope) {
+                    continue;
+                }
+                let limit = if i == 0 {
+                    self.key_budget
+                } else {
+                    self.agent_budget
+                };
+                self.ledger.set_limit(scope, limit, self.period);
+                let period = period_key(self.period, crate::store::now_ms() as u64);
+                let spent = self.store.llm_spent(scope, &period).await.ok()?;
+                if spent > 0 {
+                    self.ledger
+                        .charge(&[scope.as_str()], Usd::from_picos(spent));
+                }
+                loaded.insert(scope.clone());
+            }
+            Some(Caller {
+                label: scopes.last().cloned().unwrap_or_default(),
+                scopes,
+            })
+        })
+    }
+}
+
+/// The calendar bucket spending is kept under (UTC, as the ledger resets).
+pub fn period_key(p: Period, now_ms: u64) -> String {
+    let t = ironcage_audit::entry::rfc3339_ms(now_ms);
+    match p {
+        Period::Never => "all".into(),
+        Period::Hourly => t[..13].to_string(),
+        Period::Daily => t[..10].to_string(),
+        Period::Monthly => t[..7].to_string(),
+        Period::Every(d) => format!(
+            "every{}s:{}",
+            d.as_secs(),
+            now_ms / 1000 / d.as_secs().max(1)
+        ),
+    }
+}
+
+/// Builds the gateway, or None when `llm.enabled` is false.
+pub fn build(
+    cfg: &LlmConfig,
+    profile_llm: &ironcage_policy::Llm,
+    store: Store,
+    audit: Arc<Mutex<AuditLog>>,
+) -> Result<Option<Arc<Gateway>>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let settings = Settings {
+        upstreams: cfg.upstreams.clone(),
+        prices: cfg.prices.clone(),
+        breaker: cfg.breaker.clone(),
+    };
+    settings.check().map_err(|e| anyhow!("llm: {e}"))?;
+    let prices = match &settings.prices {
+        Some(p) => PriceTable::load(p).map_err(|e| anyhow!("{e}"))?,
+        None => PriceTable::shipped().clone(),
+    };
+    let budget = |v: &Option<String>, field: &str| -> Result<Option<Usd>> {
+        v.as_deref()
+            .map(|t| Usd::parse(t).map_err(|e| anyhow!("llm.{field} `{t}`: {e}")))
+            .transpose()
+    };
+    let period =
+        Period::parse(&cfg.budget_period).map_err(|e| anyhow!("llm.budget_period: {e}"))?;
+    let mut credentials = std::collections::HashMap::new();
+    if let Some(path) = cfg.secrets_file.as_ref().filter(|p| p.exists()) {
+        let key_path = cfg
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| path.with_file_name("master.key"));
+        let key = ironcage_guard::secrets::MasterKey::from_env_or_file(&key_path, false)
+            .map_err(|e| anyhow!("llm secret store {}: {e}", path.display()))?;
+        let store =
+            ironcage_guard::secrets::SecretStore::open(path, key).map_err(|e| anyhow!("{e}"))?;
+        for p in Provider::ALL {
+            if let Some(v) = store.get(p.name()).map_err(|e| anyhow!("{e}"))? {
+                credentials.insert(p, v);
+            }
+        }
+    }
+    let mut pii = ironcage_guard::pii::Rules::default();
+    for (kind, action) in &profile_llm.pii {
+        let k: ironcage_guard::pii::Kind = kind.parse().map_err(|e| anyhow!("llm.pii: {e}"))?;
+        pii.set(
+            k,
+            match action {
+                ironcage_policy::PiiAction::Allow => ironcage_guard::pii::Action::Allow,
+                ironcage_policy::PiiAction::Redact => ironcage_guard::pii::Action::Redact,
+                ironcage_policy::PiiAction::Block => ironcage_guard::pii::Action::Block,
+            },
+        );
+    }
+    let ledger = Arc::new(Ledger::new(Arc::new(SystemClock)));
+    let auth = ServiceAuth {
+        store: store.clone(),
+        ledger: Arc::clone(&ledger),
+        key_budget: budget(&cfg.key_budget_usd, "key_budget_usd")?,
+        agent_budget: budget(&cfg.agent_budget_usd, "agent_budget_usd")?,
+        period,
+        loaded: Default::default(),
+    };
+    // Decisions are appended to the audit log and spending to the store by one task, in
+    // batches, off the request path.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            let now = crate::store::now_ms() as u64;
+            let mut entries = Vec::new();
+            for ev in &batch {
+                if let Event::Request(r) = ev {
+                    if r.cost.picos() > 0 {
+                        for scope in &r.scopes {
+                            if let Err(e) = store
+                                .add_llm_spend(scope, &period_key(period, now), r.cost.picos())
+                                .await
+                            {
+                                tracing::error!("recording LLM spending of {scope}: {e}");
+                            }
+                        }
+                    }
+                }
+                let kind = match ev {
+                    Event::Request(_) => "llm.request",
+                    Event::Breaker { .. } => "llm.breaker",
+                };
+                let mut fields = serde_json::to_value(ev).unwrap_or_default();
+                if let Some(o) = fields.as_object_mut() {
+                    o.remove("type");
+                }
+                entries.push(ironcage_audit::Event::new(kind, None, fields));
+            }
+            let audit = Arc::clone(&audit);
+            let done = tokio::task::spawn_blocking(move || {
+                let mut log = audit.lock().unwrap_or_else(|p| p.into_inner());
+                log.append(&entries).map(|_| ())
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::error!("audit log: LLM decisions not recorded: {e}");
+            }
+        }
+    });
+    let sink: ironcage_gateway::event::Sink = Arc::new(move |ev| {
+        let _ = tx.send(ev);
+    });
+    let gw = Gateway::new(
+        GwConfig {
+            upstreams: settings.upstream_map(),
+            credentials,
+            pii,
+            pii_responses: profile_llm.pii_responses,
+            allow_unpriced_models: profile_llm.allow_unpriced_models,
+            breaker: settings.breaker_config(),
+            ..GwConfig::default()
+        },
+        Arc::new(prices),
+        ledger,
+        Arc::new(auth),
+        sink,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(Some(Arc::new(gw)))
+}
+
+/// `/llm/{*rest}`: handed to the gateway as is.
+pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
+    match app.gateway.as_ref() {
+        Some(gw) => gw.handle(req).await.map(Body::new),
+        None => crate::app::ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "the LLM gateway is disabled on this server (llm.enabled: false)",
+        )
+        .into_response(),
+    }
+}
