@@ -36,13 +36,16 @@ pub struct Flags<'a> {
     pub llm_upstream: &'a [String],
 }
 
+/// Egress refusals by (host, port, reason) -> count, for the report.
+type Denials = BTreeMap<(String, u16, String), u64>;
+
 pub struct Hosted {
     run_id: String,
     gateway: Option<Arc<Gateway>>,
     egress: Option<Arc<ironcage_egress::Rules>>,
     budget: Usd,
     budget_default: bool,
-    denials: Arc<Mutex<BTreeMap<(String, u16, String), u64>>>,
+    denials: Arc<Mutex<Denials>>,
     audit_tx: Option<mpsc::Sender<AuditEvent>>,
     /// Taken by `start`, which runs the writer.
     audit_rx: Mutex<Option<(mpsc::Receiver<AuditEvent>, SharedLog)>>,
@@ -400,7 +403,7 @@ fn ev_fields(ev: &ironcage_gateway::event::Event) -> serde_json::Value {
 
 fn egress_event(
     run: &str,
-    denials: &Mutex<BTreeMap<(String, u16, String), u64>>,
+    denials: &Mutex<Denials>,
     audit: Option<&Mutex<mpsc::Sender<AuditEvent>>>,
     ev: ironcage_egress::Event,
 ) {

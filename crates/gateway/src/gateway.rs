@@ -831,8 +831,9 @@ impl Gateway {
             };
             let events = match splitter.push(&data) {
                 Ok(e) => e,
-                Err(()) => {
+                Err(e) => {
                     failed = true;
+                    rec.reason = Some(e.to_string());
                     break;
                 }
             };

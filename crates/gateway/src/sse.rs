@@ -7,6 +7,11 @@ use bytes::{Bytes, BytesMut};
 /// without bound).
 pub const MAX_EVENT_BYTES: usize = 8 << 20;
 
+/// An upstream event longer than [`MAX_EVENT_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("an upstream stream event exceeds {MAX_EVENT_BYTES} bytes")]
+pub struct EventTooLong;
+
 #[derive(Default)]
 pub struct Splitter {
     buf: BytesMut,
@@ -16,7 +21,7 @@ pub struct Splitter {
 
 impl Splitter {
     /// Adds bytes; returns the complete events (each including its terminating blank line).
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Bytes>, ()> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Bytes>, EventTooLong> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
         loop {
@@ -32,7 +37,7 @@ impl Splitter {
             }
         }
         if self.buf.len() > MAX_EVENT_BYTES {
-            return Err(());
+            return Err(EventTooLong);
         }
         Ok(out)
     }

@@ -35,6 +35,9 @@ fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { step, source }
 }
 
+/// The listening sockets init opened for `plan.listeners`, in plan order.
+pub type Listeners = Vec<(crate::plan::Listener, OwnedFd)>;
+
 pub struct Context<'a> {
     /// Names this run in the report and the audit log.
     pub run_id: &'a str,
@@ -50,7 +53,7 @@ pub struct Context<'a> {
     pub held: Option<std::os::fd::RawFd>,
     /// Serves `plan.listeners`: called once with the listening sockets (in plan order),
     /// before the workload starts. Without it the sandbox gets no listeners.
-    pub on_listeners: Option<&'a dyn Fn(Vec<(crate::plan::Listener, OwnedFd)>)>,
+    pub on_listeners: Option<&'a dyn Fn(Listeners)>,
 }
 
 static RUN_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
