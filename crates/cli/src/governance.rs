@@ -194,6 +194,9 @@ impl Hosted {
             providers_with_keys: Vec::new(),
         };
         if plan.listeners.contains(&Listener::LlmGateway) {
+            if let Some(why) = secret_exposure(plan, is_root)? {
+                return Err(anyhow!(why));
+            }
             let scope = format!("run:{run_id}");
             let sink = hosted.audit_sink();
             let (gw, key, with_keys) = gateway_for(
@@ -505,4 +508,45 @@ pub fn gateway_for(
     let gw = Gateway::new(cfg, Arc::new(prices), ledger, Arc::new(key), sink)
         .map_err(|e| anyhow!("{e}"))?;
     Ok((gw, key_text, with_keys))
+}
+
+/// Whether the sandbox could get at the provider keys: the master key in its environment,
+/// or (rootless, where it runs as the key file's owner) a bind containing the master key
+/// file. The store alone is ciphertext.
+fn secret_exposure(plan: &Plan, is_root: bool) -> Result<Option<String>> {
+    if plan.env.iter().any(|(k, _)| k == ironcage_guard::secrets::MASTER_KEY_ENV) {
+        return Ok(Some(format!(
+            "{} would be passed into the sandbox, which could then decrypt the provider keys",
+            ironcage_guard::secrets::MASTER_KEY_ENV
+        )));
+    }
+    if is_root {
+        return Ok(None);
+    }
+    let key = master_key_path(false)?;
+    let real = |p: &Path| -> PathBuf {
+        std::fs::canonicalize(p).unwrap_or_else(|_| {
+            match (p.parent().and_then(|d| std::fs::canonicalize(d).ok()), p.file_name()) {
+                (Some(d), Some(f)) => d.join(f),
+                _ => p.to_path_buf(),
+            }
+        })
+    };
+    let key = real(&key);
+    for m in &plan.mounts {
+        let host = match m {
+            ironcage_sandbox::plan::MountStep::BindWritable { host, .. }
+            | ironcage_sandbox::plan::MountStep::BindReadOnly { host, .. } => host,
+            _ => continue,
+        };
+        let host = real(host);
+        if key.starts_with(&host) {
+            return Ok(Some(format!(
+                "the bind {} contains the secret store's master key {}, which the sandbox (running as you) could read and use to decrypt the provider keys (bind a narrower directory, or keep the key elsewhere with IRONCAGE_MASTER_KEY_FILE)",
+                host.display(),
+                key.display()
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -411,3 +411,50 @@ both_modes! {
         assert!(t.audit("egress.allowed").iter().any(|e| e["fields"]["host"] == "localhost"));
     }
 }
+
+both_modes! {
+    fn provider_keys_cannot_be_handed_to_the_sandbox(mode: Mode) {
+        let t = Setup::new(mode, "llm:\n  enabled: true\n", &[]);
+        // The master key in the sandbox's environment would decrypt the store.
+        let (code, out, err) = spawn(
+            {
+                let mut c = ironcage_env(mode, &t.s);
+                c.args(["run", "--policy"]).arg(&t.policy)
+                    .args(["--env", &format!("IRONCAGE_MASTER_KEY={MASTER}"), "--", "/bin/true"]);
+                c
+            },
+            None,
+        );
+        assert_eq!(code, 120, "{out}{err}");
+        assert!(err.contains("IRONCAGE_MASTER_KEY would be passed into the sandbox"), "{err}");
+        // Rootless, the sandbox runs as the key file's owner: a bind containing it is refused.
+        let keyfile = t.s.path.join("keys/master.key");
+        let mut c = as_mode(mode, "/usr/bin/env");
+        c.arg(format!("IRONCAGE_SECRETS={}", t.s.path.join("keys/secrets.json").display()))
+            .arg(format!("IRONCAGE_MASTER_KEY_FILE={}", keyfile.display()))
+            .arg(format!("V={REAL_KEY}"))
+            .arg(binary())
+            .args(["secret", "set", "openai", "--from-env", "V"]);
+        let (code, out, err) = spawn(c, None);
+        assert_eq!(code, 0, "{out}{err}");
+        let mut c = as_mode(mode, "/usr/bin/env");
+        c.arg(format!("IRONCAGE_SECRETS={}", t.s.path.join("keys/secrets.json").display()))
+            .arg(format!("IRONCAGE_MASTER_KEY_FILE={}", keyfile.display()))
+            .arg(binary())
+            .args(["run", "--policy"]).arg(&t.policy)
+            .arg("--ro").arg(format!("{}:/data", t.s.path.display()))
+            .args(["--", "/bin/cat", "/data/keys/master.key"]);
+        let (code, out, err) = spawn(c, None);
+        match mode {
+            Mode::User => {
+                assert_eq!(code, 120, "{out}{err}");
+                assert!(err.contains("contains the secret store's master key"), "{err}");
+            }
+            // Root's sandbox runs as nobody: the 0600 key file is unreadable in it.
+            Mode::Root => {
+                assert_ne!(code, 0, "{out}{err}");
+                assert!(out.is_empty() && err.contains("Permission denied"), "{out}{err}");
+            }
+        }
+    }
+}
