@@ -228,3 +228,52 @@ fn structural_errors_point_at_their_place() {
     let e = err("name: x\nresources:\n  block_io_limit: \"100MB\"\n");
     assert!(e.contains("resources.block_io_limit"), "{e}");
 }
+
+#[test]
+fn network_mode_proxy_with_domains() {
+    let p = parse(
+        "name: x\nnetwork:\n  mode: proxy\n  allow_domains: [pypi.org, \"*.pythonhosted.org\"]\n  deny_domains: [upload.pypi.org]\n  allow_outgoing: [443]\n",
+        &origin(),
+    )
+    .unwrap();
+    assert_eq!(p.network.mode, NetworkMode::Proxy);
+    assert!(p.network.isolated, "proxy mode keeps the sandbox's own namespace");
+    let host = parse("name: x\nnetwork:\n  mode: host\n", &origin()).unwrap();
+    assert!(!host.network.isolated);
+    let seed = parse("name: x\nnetwork:\n  isolated: false\n", &origin()).unwrap();
+    assert_eq!(seed.network.mode, NetworkMode::Host);
+    // Round trip through JSON (how built-ins are stored) keeps the meaning.
+    let back: Policy = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+    assert_eq!(back.network, p.network);
+}
+
+#[test]
+fn network_and_llm_mistakes_are_named() {
+    let e = err("name: x\nnetwork:\n  isolated: false\n  mode: proxy\n");
+    assert!(e.contains("contradicts network.mode"), "{e}");
+    let e = err("name: x\nnetwork:\n  allow_domains: [example.com]\n");
+    assert!(e.contains("network.allow_domains") && e.contains("mode: proxy"), "{e}");
+    let e = err("name: x\nnetwork:\n  mode: proxy\n  allow_domains: [\"exa mple.com\"]\n");
+    assert!(e.contains("exa mple.com") && e.starts_with("p.yaml:4:"), "{e}");
+    let e = err("name: x\nnetwork:\n  mode: proxy\n  allow_domains: [\"*\"]\n");
+    assert!(e.contains("not a host name"), "{e}");
+    let e = err("name: x\nnetwork:\n  mode: host\nllm:\n  enabled: true\n");
+    assert!(e.contains("llm.enabled") && e.contains("own network namespace"), "{e}");
+    let e = err("name: x\nllm:\n  enabled: true\n  pii:\n    ssn: block\n");
+    assert!(e.contains("unknown kind `ssn`") && e.contains("us_ssn"), "{e}");
+    let e = err("name: x\nllm:\n  enabled: true\n  pii:\n    email: shred\n");
+    assert!(e.contains("shred"), "{e}");
+    let e = err("name: x\nllm:\n  budget_usd: \"-1\"\n");
+    assert!(e.contains("llm.budget_usd"), "{e}");
+    let e = err("name: x\nllm:\n  budget_usd: \"1e3\"\n");
+    assert!(e.contains("llm.budget_usd"), "{e}");
+}
+
+#[test]
+fn built_ins_enable_the_gateway_with_the_default_budget() {
+    for name in ["ai-strict", "ai-dev-safe"] {
+        let p = find_profile(name).unwrap().policy;
+        assert!(p.llm.enabled, "{name}");
+        assert_eq!(p.llm.budget_usd, DEFAULT_LLM_BUDGET_USD);
+    }
+}
