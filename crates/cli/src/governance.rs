@@ -514,7 +514,11 @@ pub fn gateway_for(
 /// or (rootless, where it runs as the key file's owner) a bind containing the master key
 /// file. The store alone is ciphertext.
 fn secret_exposure(plan: &Plan, is_root: bool) -> Result<Option<String>> {
-    if plan.env.iter().any(|(k, _)| k == ironcage_guard::secrets::MASTER_KEY_ENV) {
+    if plan
+        .env
+        .iter()
+        .any(|(k, _)| k == ironcage_guard::secrets::MASTER_KEY_ENV)
+    {
         return Ok(Some(format!(
             "{} would be passed into the sandbox, which could then decrypt the provider keys",
             ironcage_guard::secrets::MASTER_KEY_ENV
@@ -526,7 +530,10 @@ fn secret_exposure(plan: &Plan, is_root: bool) -> Result<Option<String>> {
     let key = master_key_path(false)?;
     let real = |p: &Path| -> PathBuf {
         std::fs::canonicalize(p).unwrap_or_else(|_| {
-            match (p.parent().and_then(|d| std::fs::canonicalize(d).ok()), p.file_name()) {
+            match (
+                p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+                p.file_name(),
+            ) {
                 (Some(d), Some(f)) => d.join(f),
                 _ => p.to_path_buf(),
             }

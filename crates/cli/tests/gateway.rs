@@ -55,6 +55,7 @@ impl Setup {
             "budget_agent.py",
             "stream_agent.py",
             "pii_agent.py",
+            "abuse_agent.py",
         ] {
             let text = std::fs::read_to_string(
                 Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -456,5 +457,35 @@ both_modes! {
                 assert!(out.is_empty() && err.contains("Permission denied"), "{out}{err}");
             }
         }
+    }
+}
+
+both_modes! {
+    fn hostile_agents_cannot_dodge_the_meter_or_the_scanner(mode: Mode) {
+        let t = Setup::new(mode, "llm:\n  enabled: true\n", &[]);
+        let (run, out) = t.agent("abuse_agent.py", &[], &[]);
+        assert_eq!(run.code, 0, "{}", run.show());
+        for k in ["background", "previous_response", "server_tool", "image_url"] {
+            assert_eq!(out[k], 400, "{k}: {out}");
+        }
+        assert_eq!(out["stream_options_null"], serde_json::json!([200, true, false]), "{out}");
+        assert_eq!(out["duplicate_keys"], 200);
+        assert_eq!(out["zero_width"], "echo: write to [REDACTED:email]", "{out}");
+        assert!(out["fullwidth_card"].as_str().unwrap().contains("[REDACTED:credit_card]"), "{out}");
+        assert_eq!(out["in_key"], 400, "{out}");
+        assert_eq!(out["after_flood"], 200, "{out}");
+        let sent = serde_json::to_string(&t.fake.requests()).unwrap();
+        for leak in ["eve@example.com", "bob\\u200b@", "4111-1111", "attacker.example"] {
+            assert!(!sent.contains(leak), "{leak} reached the provider");
+        }
+        let e = t.audit("llm.request");
+        // The client that hung up was billed for what the provider did (100 + 2000 tokens).
+        let gone = e.iter().find(|e| e["fields"]["usage"]["output_tokens"] == 2000).unwrap_or_else(|| panic!("the abandoned request is not on record: {e:?}"));
+        assert_eq!(picos(gone["fields"]["cost_usd"].as_str().unwrap()), 100 * 1_000_000 + 2000 * 2_000_000);
+        // The stream whose client sent stream_options: null was billed from its usage.
+        assert!(e.iter().any(|e| e["fields"]["usage"]["input_tokens"] == 5000), "{e:?}");
+        let spent = picos(run.report["llm"]["spent_usd"].as_str().unwrap());
+        let recorded: i64 = e.iter().map(|e| picos(e["fields"]["cost_usd"].as_str().unwrap())).sum();
+        assert_eq!(spent, recorded);
     }
 }

@@ -28,6 +28,13 @@ use zeroize::Zeroizing;
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 /// Largest non-streaming response read from an upstream.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// Deadline for receiving a request body.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+/// Memory for request bodies being read and parsed, all requests together, in KiB. A parsed
+/// JSON document takes up to ~16 times its text, which is what a body is charged.
+const BODY_MEMORY_KIB: usize = 1 << 20;
+const JSON_EXPANSION: usize = 16;
+
 /// Output cap assumed for a request that sets none, when the price table has none either.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
@@ -126,6 +133,7 @@ pub struct Gateway {
     client: HttpClient,
     scanner: &'static Scanner,
     in_flight: AtomicU64,
+    body_memory: Arc<tokio::sync::Semaphore>,
     pub stats: Stats,
 }
 
@@ -183,6 +191,7 @@ impl Gateway {
             client: upstream::client(),
             scanner: Scanner::global(),
             in_flight: AtomicU64::new(0),
+            body_memory: Arc::new(tokio::sync::Semaphore::new(BODY_MEMORY_KIB)),
             stats: Stats::default(),
         })
     }
@@ -193,6 +202,20 @@ impl Gateway {
 
     pub fn breaker(&self, p: Provider) -> Option<&CircuitBreaker> {
         self.breakers.get(&p)
+    }
+
+    /// Room for a body of `bytes` (and its parsed form), waiting up to the body deadline.
+    async fn body_memory(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = (bytes.max(1024) * JSON_EXPANSION)
+            .div_ceil(1024)
+            .min(BODY_MEMORY_KIB) as u32;
+        tokio::time::timeout(
+            BODY_DEADLINE,
+            Arc::clone(&self.body_memory).acquire_many_owned(kib),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 
     /// Requests accepted and not yet recorded (streams still relaying or draining).
@@ -237,6 +260,26 @@ impl Gateway {
     /// Answers one request. Never fails: every problem is an answer in the provider's
     /// error shape, and every request leaves one record.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // In a task of its own: hyper drops this future when the client hangs up, and a
+        // request already sent upstream must still be settled, billed and recorded.
+        let gw = Arc::clone(self);
+        match tokio::spawn(async move { gw.handle_inner(req).await }).await {
+            Ok(r) => r,
+            Err(_) => provider::error_response(
+                Provider::OpenAi,
+                ErrorKind::BadGateway,
+                "internal",
+                "the gateway failed on this request",
+                None,
+            ),
+        }
+    }
+
+    async fn handle_inner<B>(self: Arc<Self>, req: Request<B>) -> Response<GatewayBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -323,8 +366,55 @@ impl Gateway {
         rec.scopes = caller.scopes.clone();
 
         let (parts, body) = req.into_parts();
-        let query = parts.uri.query().map(str::to_string);
-        let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        // Only Anthropic's `?beta=true` is passed on; other query strings stay here.
+        let query = parts
+            .uri
+            .query()
+            .filter(|q| *q == "beta=true")
+            .map(str::to_string);
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MAX_REQUEST_BYTES)
+            .min(MAX_REQUEST_BYTES);
+        let _memory = match self.body_memory(announced).await {
+            Some(p) => p,
+            None => {
+                rec.decision = Decision::Invalid;
+                return self.refuse(
+                    rec,
+                    p,
+                    ErrorKind::Unavailable,
+                    "busy",
+                    "too many large requests at once; retry",
+                    started,
+                );
+            }
+        };
+        let read = tokio::time::timeout(
+            BODY_DEADLINE,
+            Limited::new(body, MAX_REQUEST_BYTES).collect(),
+        )
+        .await;
+        let read = match read {
+            Ok(r) => r,
+            Err(_) => {
+                return self.refuse(
+                    rec,
+                    p,
+                    ErrorKind::BadRequest,
+                    "body_timeout",
+                    &format!(
+                        "the request body did not arrive within {}s",
+                        BODY_DEADLINE.as_secs()
+                    ),
+                    started,
+                );
+            }
+        };
+        let bytes = match read {
             Ok(b) => b.to_bytes(),
             Err(e) => {
                 let too_big = e.to_string().contains("length limit");
@@ -400,10 +490,41 @@ impl Gateway {
         let stream = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
         rec.stream = stream;
 
-        // Personal data and secrets, before anything leaves.
-        let counts = self
-            .scanner
-            .apply_json(&mut json, &self.pii, &PROTOCOL_KEYS);
+        // Inputs whose size the body does not bound, or that the provider would fetch.
+        let media_tokens = if route.endpoint.billed() {
+            match unbounded_inputs(&route.endpoint, &json) {
+                Ok(extra) => extra,
+                Err(why) => {
+                    return self.refuse(
+                        rec,
+                        p,
+                        ErrorKind::BadRequest,
+                        "unsupported_input",
+                        &why,
+                        started,
+                    );
+                }
+            }
+        } else {
+            0
+        };
+
+        // Personal data and secrets, before anything leaves: every string but the model
+        // name (priced below), after undoing look-alike characters that hide them.
+        normalize_confusables(&mut json);
+        let model_value = json.as_object_mut().and_then(|o| o.remove("model"));
+        let counts = self.scanner.apply_json(&mut json, &self.pii, &[]);
+        if let (Some(o), Some(m)) = (json.as_object_mut(), model_value) {
+            o.insert("model".into(), m);
+        }
+        if let Some(kind) = pii_in_keys(self.scanner, &json, &self.pii) {
+            rec.pii_blocked = vec![kind.clone()];
+            rec.decision = Decision::Blocked;
+            let msg = format!(
+                "request blocked: an object key holds {kind}, which keys cannot be redacted from"
+            );
+            return self.refuse(rec, p, ErrorKind::BadRequest, "pii_blocked", &msg, started);
+        }
         for (k, n) in &counts.redacted {
             rec.pii_redacted.insert(k.to_string(), *n);
         }
@@ -417,7 +538,7 @@ impl Gateway {
             return self.refuse(rec, p, ErrorKind::BadRequest, "pii_blocked", &msg, started);
         }
         let redacted = !counts.redacted.is_empty();
-        let bytes_len = bytes.len() as u64;
+        let bytes_len = (bytes.len() as u64).saturating_add(media_tokens);
 
         // Price and reservation.
         let price = self.prices.lookup(&model).cloned();
@@ -465,9 +586,10 @@ impl Gateway {
                     d.saturating_mul(n)
                 }
             };
-            // Input tokens are at most the body's bytes (every token is at least a byte).
+            // Input tokens are at most the body's bytes (every token is at least a byte),
+            // plus a fixed allowance per inline image, audio or file part.
             let bound = price
-                .worst_case(bytes.len() as u64, Some(out_tokens))
+                .worst_case(bytes_len, Some(out_tokens))
                 .unwrap_or(Usd::MAX);
             match self.ledger.reserve(&caller.scopes, bound) {
                 Ok(r) => reservation = Some(r),
@@ -493,21 +615,23 @@ impl Gateway {
                     .unwrap_or(false);
                 if !asked {
                     include_usage_added = true;
-                    let so = json.as_object_mut().map(|o| {
-                        o.entry("stream_options")
-                            .or_insert_with(|| serde_json::json!({}))
-                    });
-                    if let Some(Value::Object(so)) = so {
-                        so.insert("include_usage".into(), Value::Bool(true));
+                    if let Some(o) = json.as_object_mut() {
+                        // Anything but an object (null, a string) would keep usage away.
+                        if !o.get("stream_options").is_some_and(Value::is_object) {
+                            o.insert("stream_options".into(), serde_json::json!({}));
+                        }
+                        if let Some(Value::Object(so)) = o.get_mut("stream_options") {
+                            so.insert("include_usage".into(), Value::Bool(true));
+                        }
                     }
                 }
             }
         }
-        let body = if redacted || include_usage_added || capped {
-            Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
-        } else {
-            bytes
-        };
+        // Always what was parsed and checked, never the bytes as received: with duplicate
+        // keys the provider's parser might keep the other value (a second `model`, an
+        // unscanned `content`).
+        let _ = (capped, bytes);
+        let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
         rec.decision = if redacted {
             Decision::Redacted
         } else {
@@ -521,16 +645,17 @@ impl Gateway {
             watched: watched_output,
             input_bound: bytes_len,
         };
-        self.forward_plain(
-            rec,
-            &ctx.route.clone(),
-            &parts.headers,
-            query,
-            body,
-            Some(ctx),
-            started,
-        )
-        .await
+        self.clone()
+            .forward_plain(
+                rec,
+                &ctx.route.clone(),
+                &parts.headers,
+                query,
+                body,
+                Some(ctx),
+                started,
+            )
+            .await
     }
 
     fn refuse(
@@ -606,6 +731,10 @@ impl Gateway {
             Ok(Err(e)) => {
                 self.transition(p, permit.record(false, Instant::now()));
                 rec.decision = Decision::UpstreamFailed;
+                // Past the connection, the request may have reached the provider.
+                if !e.is_connect() {
+                    bill_worst_case(&mut rec, flight);
+                }
                 let msg = format!("{} upstream unreachable: {}", p.name(), error_chain(&e));
                 return self.refuse(
                     rec,
@@ -619,6 +748,7 @@ impl Gateway {
             Err(_) => {
                 self.transition(p, permit.record(false, Instant::now()));
                 rec.decision = Decision::UpstreamFailed;
+                bill_worst_case(&mut rec, flight);
                 let msg = format!(
                     "{} upstream did not answer within {}s",
                     p.name(),
@@ -674,6 +804,7 @@ impl Gateway {
             _ => {
                 self.transition(p, permit.record(false, Instant::now()));
                 rec.decision = Decision::UpstreamFailed;
+                bill_worst_case(&mut rec, flight);
                 let msg = format!("{} upstream answer could not be read", p.name());
                 return self.refuse(
                     rec,
@@ -689,6 +820,9 @@ impl Gateway {
         if let Some(flight) = flight {
             let mut cost = Usd::ZERO;
             if status.is_success() {
+                // An answer without usage (not JSON, no usage object) is billed at what
+                // was reserved: the provider billed something we cannot see.
+                cost = flight.reserved();
                 if let Ok(mut v) = serde_json::from_slice::<Value>(&data) {
                     if let Some(u) = meter::usage_of_body(p, &route.endpoint, &v) {
                         cost = flight.cost_of(&u);
@@ -905,19 +1039,26 @@ impl Gateway {
         } else {
             self.transition(p, permit.record(true, Instant::now()));
         }
-        // Real usage when the provider sent it; else what we saw (input at its bound).
-        let usage = match m.reported {
-            Some(u) if m.finished => u,
-            other => {
-                let mut u = other.unwrap_or_default();
+        // Real usage when the provider sent it; what we saw when it was cut off after
+        // reporting some (Anthropic's message_start); else what was reserved.
+        let (usage, cost) = match m.reported {
+            Some(u) if m.finished => (u, flight.cost_of(&u)),
+            Some(mut u) => {
                 u.output_tokens = u.output_tokens.max(m.output_estimate());
                 if u.input_tokens == 0 && u.cache_read_tokens == 0 {
                     u.input_tokens = flight.input_bound;
                 }
-                u
+                (u, flight.cost_of(&u))
+            }
+            None => {
+                let u = Usage {
+                    input_tokens: flight.input_bound,
+                    output_tokens: m.output_estimate(),
+                    ..Usage::default()
+                };
+                (u, flight.reserved().max(flight.cost_of(&u)))
             }
         };
-        let cost = flight.cost_of(&usage);
         rec.usage = Some(usage);
         if stopped {
             rec.decision = Decision::StoppedOverBudget;
@@ -947,6 +1088,14 @@ struct Flight {
 impl Flight {
     fn cost_of(&self, u: &Usage) -> Usd {
         self.price.as_ref().map(|p| p.cost(u)).unwrap_or(Usd::ZERO)
+    }
+
+    /// What is reserved now (the worst case, with any extensions).
+    fn reserved(&self) -> Usd {
+        self.reservation
+            .as_ref()
+            .map(|r| r.amount())
+            .unwrap_or(Usd::ZERO)
     }
 
     fn settle(mut self, cost: Usd) {
@@ -1078,4 +1227,153 @@ fn response_rules(r: &pii::Rules) -> pii::Rules {
         }
     }
     out
+}
+
+/// Tokens allowed per inline image, audio clip or file: more than any provider charges for
+/// one image, so the reservation stays an upper bound.
+const MEDIA_TOKENS: u64 = 25_000;
+
+/// Refuses inputs the body's size does not bound or that make the provider fetch something
+/// (a stored conversation, a server-side tool, a file or URL the provider reads — also a
+/// way out of a sandbox without network); returns the allowance for inline media parts.
+fn unbounded_inputs(e: &Endpoint, json: &Value) -> Result<u64, String> {
+    let refuse_fields: &[&str] = match e {
+        Endpoint::Responses => &[
+            "previous_response_id",
+            "conversation",
+            "prompt",
+            "background",
+        ],
+        Endpoint::ChatCompletions => &["web_search_options", "prediction"],
+        Endpoint::Messages => &["mcp_servers", "container"],
+        _ => &[],
+    };
+    for f in refuse_fields {
+        match json.get(*f) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+            Some(_) => {
+                return Err(format!(
+                    "`{f}` is not supported through the gateway: its cost is not bounded by the request (or it makes the provider fetch data)"
+                ))
+            }
+        }
+    }
+    if let Some(tools) = json.get("tools").and_then(Value::as_array) {
+        for t in tools {
+            match t.get("type").and_then(Value::as_str) {
+                None | Some("function" | "custom") => {}
+                Some(other) => {
+                    return Err(format!(
+                        "server-side tool `{other}` is not supported through the gateway: the provider runs it (and bills it) outside the budget's bound"
+                    ))
+                }
+            }
+        }
+    }
+    let mut extra = 0u64;
+    media_parts(json, &mut extra)?;
+    Ok(extra)
+}
+
+fn media_parts(v: &Value, extra: &mut u64) -> Result<(), String> {
+    match v {
+        Value::Array(a) => a.iter().try_for_each(|x| media_parts(x, extra)),
+        Value::Object(o) => {
+            let ty = o.get("type").and_then(Value::as_str).unwrap_or("");
+            if matches!(
+                ty,
+                "image_url"
+                    | "input_image"
+                    | "image"
+                    | "document"
+                    | "input_file"
+                    | "file"
+                    | "input_audio"
+            ) {
+                *extra = extra.saturating_add(MEDIA_TOKENS);
+                let fetched = |u: Option<&Value>| {
+                    let url = match u {
+                        Some(Value::String(s)) => Some(s.as_str()),
+                        Some(Value::Object(m)) => m.get("url").and_then(Value::as_str),
+                        _ => None,
+                    };
+                    url.is_some_and(|u| !u.starts_with("data:"))
+                };
+                let source_ty = o
+                    .get("source")
+                    .and_then(|s| s.get("type"))
+                    .and_then(Value::as_str);
+                let by_reference = fetched(o.get("image_url"))
+                    || o.contains_key("file_id")
+                    || o.contains_key("file_url")
+                    || o.get("file").is_some_and(|f| f.get("file_id").is_some())
+                    || matches!(source_ty, Some("url" | "file"));
+                if by_reference {
+                    return Err(format!(
+                        "a `{ty}` part that the provider would fetch (URL or file id) is not supported through the gateway; send the content inline (a data: URL or base64)"
+                    ));
+                }
+            }
+            o.values().try_for_each(|x| media_parts(x, extra))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Characters that hide personal data from a scanner while a model reads through them:
+/// zero-width characters are removed, unusual spaces become spaces, fullwidth ASCII
+/// becomes ASCII. Only strings holding one are rewritten.
+fn normalize_confusables(v: &mut Value) {
+    fn odd(c: char) -> bool {
+        matches!(c, '\u{00a0}' | '\u{00ad}' | '\u{180e}' | '\u{2000}'..='\u{200f}' | '\u{2028}'..='\u{202f}' | '\u{205f}'..='\u{2064}' | '\u{3000}' | '\u{feff}' | '\u{ff01}'..='\u{ff5e}')
+    }
+    match v {
+        Value::String(s) if s.chars().any(odd) => {
+            *s = s
+                .chars()
+                .filter_map(|c| match c {
+                    '\u{200b}'..='\u{200f}'
+                    | '\u{00ad}'
+                    | '\u{180e}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{feff}' => None,
+                    '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xff01 + 0x21),
+                    c if odd(c) => Some(' '),
+                    c => Some(c),
+                })
+                .collect();
+        }
+        Value::Array(a) => a.iter_mut().for_each(normalize_confusables),
+        Value::Object(o) => o.values_mut().for_each(normalize_confusables),
+        _ => {}
+    }
+}
+
+/// The first kind of personal data found in an object key (keys cannot be redacted without
+/// changing the request's meaning, so any kind not allowed blocks).
+fn pii_in_keys(scanner: &Scanner, v: &Value, rules: &pii::Rules) -> Option<String> {
+    match v {
+        Value::Array(a) => a.iter().find_map(|x| pii_in_keys(scanner, x, rules)),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            scanner
+                .scan(k)
+                .into_iter()
+                .find(|f| rules.action(f.kind) != pii::Action::Allow)
+                .map(|f| f.kind.to_string())
+                .or_else(|| pii_in_keys(scanner, x, rules))
+        }),
+        _ => None,
+    }
+}
+
+/// A request that may have reached the provider but whose usage is unknown (timed out,
+/// broken off): billed at its reservation, the most it could have cost.
+fn bill_worst_case(rec: &mut RequestRecord, flight: Option<Flight>) {
+    if let Some(f) = flight {
+        let cost = f.reserved();
+        f.settle(cost);
+        rec.cost = cost;
+        rec.cost_usd = cost.to_decimal_string();
+        rec.reason = Some("usage unknown: billed at the reservation".into());
+    }
 }

@@ -114,6 +114,7 @@ pub fn route(method: &hyper::Method, path: &str) -> Result<Route, Option<Provide
         (_, r, _, true)
             if r.strip_prefix("models/").is_some_and(|id| {
                 !id.is_empty()
+                    && !id.contains("..")
                     && id
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))

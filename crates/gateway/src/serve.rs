@@ -8,18 +8,36 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Connections served at once on one listener.
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// Accepts connections until `stop` turns true, then lets open requests finish (streams
 /// included) before returning.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, stop: watch::Receiver<bool>) {
     let mut conns = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
+                let (tcp, _) = match accepted {
+                    Ok(a) => a,
+                    // Out of descriptors or memory: back off rather than spin on it.
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // A sandbox opening connection after connection costs the supervisor a
+                // descriptor and a task each: past the cap, new ones are closed at once.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let gw = Arc::clone(&gw);
                 let stop = stop.clone();
                 conns.spawn(async move {
+                    let _slot = slot;
                     let svc = service_fn(move |req| {
                         let gw = Arc::clone(&gw);
                         async move { Ok::<_, Infallible>(gw.handle(req).await) }

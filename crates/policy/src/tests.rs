@@ -237,7 +237,10 @@ fn network_mode_proxy_with_domains() {
     )
     .unwrap();
     assert_eq!(p.network.mode, NetworkMode::Proxy);
-    assert!(p.network.isolated, "proxy mode keeps the sandbox's own namespace");
+    assert!(
+        p.network.isolated,
+        "proxy mode keeps the sandbox's own namespace"
+    );
     let host = parse("name: x\nnetwork:\n  mode: host\n", &origin()).unwrap();
     assert!(!host.network.isolated);
     let seed = parse("name: x\nnetwork:\n  isolated: false\n", &origin()).unwrap();
@@ -252,15 +255,27 @@ fn network_and_llm_mistakes_are_named() {
     let e = err("name: x\nnetwork:\n  isolated: false\n  mode: proxy\n");
     assert!(e.contains("contradicts network.mode"), "{e}");
     let e = err("name: x\nnetwork:\n  allow_domains: [example.com]\n");
-    assert!(e.contains("network.allow_domains") && e.contains("mode: proxy"), "{e}");
+    assert!(
+        e.contains("network.allow_domains") && e.contains("mode: proxy"),
+        "{e}"
+    );
     let e = err("name: x\nnetwork:\n  mode: proxy\n  allow_domains: [\"exa mple.com\"]\n");
-    assert!(e.contains("exa mple.com") && e.starts_with("p.yaml:4:"), "{e}");
+    assert!(
+        e.contains("exa mple.com") && e.starts_with("p.yaml:4:"),
+        "{e}"
+    );
     let e = err("name: x\nnetwork:\n  mode: proxy\n  allow_domains: [\"*\"]\n");
     assert!(e.contains("not a host name"), "{e}");
     let e = err("name: x\nnetwork:\n  mode: host\nllm:\n  enabled: true\n");
-    assert!(e.contains("llm.enabled") && e.contains("own network namespace"), "{e}");
+    assert!(
+        e.contains("llm.enabled") && e.contains("own network namespace"),
+        "{e}"
+    );
     let e = err("name: x\nllm:\n  enabled: true\n  pii:\n    ssn: block\n");
-    assert!(e.contains("unknown kind `ssn`") && e.contains("us_ssn"), "{e}");
+    assert!(
+        e.contains("unknown kind `ssn`") && e.contains("us_ssn"),
+        "{e}"
+    );
     let e = err("name: x\nllm:\n  enabled: true\n  pii:\n    email: shred\n");
     assert!(e.contains("shred"), "{e}");
     let e = err("name: x\nllm:\n  budget_usd: \"-1\"\n");
