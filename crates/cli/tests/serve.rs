@@ -1252,13 +1252,23 @@ print(json.dumps(out))
         }
         let (_, m) = request_full_text(&server.url("/metrics"));
         assert!(m.contains("ironcage_llm_requests_total{decision=\"over_budget\"} 3"), "{m}");
+        // Code run by the service reaches the same gateway from its sandbox, with a key
+        // of its own that is charged to the API key that ran it.
+        let exec_key = server.create_key("exec", &[]);
+        let code = "import json, os, urllib.request\nreq = urllib.request.Request(os.environ['OPENAI_BASE_URL'] + '/chat/completions', data=json.dumps({'model': 'fake-gpt', 'max_tokens': 20, 'messages': [{'role': 'user', 'content': 'from an execution'}]}).encode(), headers={'Authorization': 'Bearer ' + os.environ['OPENAI_API_KEY'], 'Content-Type': 'application/json'})\nprint(json.load(urllib.request.urlopen(req))['choices'][0]['message']['content'], os.environ['OPENAI_API_KEY'][:4])\n";
+        let body = json!({"language": "python", "code": code});
+        let (status, v) = request("POST", &server.url("/v1/executions"), Some(&exec_key), Some(body.to_string().as_bytes()));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["stdout"], "echo: from an execution icv_\n", "{v:#}");
+        let last = fake.requests().last().cloned().unwrap();
+        assert_eq!(last["headers"]["authorization"], format!("Bearer {REAL_KEY}"));
         // Spending survives a restart: the key is still out of budget.
         server.stop();
         server.spawn();
         let again = sdk(&server);
         assert_eq!(again[0], json!(["a", "budget_exceeded"]), "{again}");
         assert_eq!(again[6], json!([null, "budget_exceeded"]), "{again}");
-        assert_eq!(fake.requests().len(), 4, "refused requests reached the provider");
+        assert_eq!(fake.requests().len(), 5, "refused requests reached the provider");
     }
 }
 

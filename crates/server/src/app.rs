@@ -45,6 +45,7 @@ pub struct App {
     pub audit_broken: Mutex<Option<String>>,
     /// The LLM gateway under /llm/ (None when `llm.enabled` is false).
     pub gateway: Option<Arc<ironcage_gateway::Gateway>>,
+    pub llm_auth: Option<Arc<crate::llm::ServiceAuth>>,
 }
 
 impl App {
@@ -511,15 +512,34 @@ pub(crate) async fn run_execution(
     let started = Instant::now();
     let limit = app.cfg.limits.output_limit_bytes;
     let mut ran = match app.pool.take(&planned.profile).await {
-        Ok(warm) => {
-            execution::run(
+        Ok(mut warm) => {
+            // The sandbox's gateway listener, served for this execution with a key of its
+            // own (charged to the API key and to the execution's budget).
+            let served = match (warm.llm_listener.take(), &app.gateway, &app.llm_auth) {
+                (Some(fd), Some(gw), Some(auth)) => {
+                    serve_gateway(Arc::clone(gw), Arc::clone(auth), fd, key_id, id).await
+                }
+                _ => None,
+            };
+            let mut job = planned.job.clone();
+            if let Some(s) = &served {
+                for name in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"] {
+                    job.env.retain(|(k, _)| k != name);
+                    job.env.push((name.to_string(), s.key.clone()));
+                }
+            }
+            let ran = execution::run(
                 warm,
-                &planned.job,
+                &job,
                 Duration::from_millis(planned.timeout_ms),
                 limit,
                 sink,
             )
-            .await
+            .await;
+            if let Some(s) = served {
+                s.stop(id).await;
+            }
+            ran
         }
         Err(e) => execution::Ran::failed(e.to_string()),
     };
@@ -811,5 +831,42 @@ mod tests {
         assert_eq!(take_utf8(&mut both), "\u{fffd}x");
         both.push(euro[2]);
         assert_eq!(take_utf8(&mut both), "€");
+    }
+}
+
+/// The gateway answering one execution's sandbox.
+struct ServedGateway {
+    key: String,
+    auth: Arc<crate::llm::ServiceAuth>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn serve_gateway(
+    gw: Arc<ironcage_gateway::Gateway>,
+    auth: Arc<crate::llm::ServiceAuth>,
+    fd: std::os::fd::OwnedFd,
+    key_id: &str,
+    execution: &str,
+) -> Option<ServedGateway> {
+    let std_listener = std::net::TcpListener::from(fd);
+    std_listener.set_nonblocking(true).ok()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
+    let key = auth.start_execution(key_id, execution).await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ironcage_gateway::serve::serve(gw, listener, rx));
+    Some(ServedGateway {
+        key,
+        auth,
+        stop,
+        task,
+    })
+}
+
+impl ServedGateway {
+    async fn stop(self, execution: &str) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.auth.end_execution(&self.key, execution);
     }
 }

@@ -73,6 +73,9 @@ pub struct LlmConfig {
     pub key_budget_usd: Option<String>,
     /// Spending limit per agent (per key and `x-ironcage-agent` name); none: unlimited.
     pub agent_budget_usd: Option<String>,
+    /// Spending limit of one execution (or sandbox command) calling the gateway from its
+    /// sandbox with the virtual key it is given.
+    pub execution_budget_usd: Option<String>,
     /// `never`, `hourly`, `daily`, `monthly`: when spending starts again from zero.
     pub budget_period: String,
     /// The profile whose `llm` section (PII rules, unpriced models) applies; default:
@@ -93,6 +96,7 @@ impl Default for LlmConfig {
             breaker: Default::default(),
             key_budget_usd: None,
             agent_budget_usd: None,
+            execution_budget_usd: Some("1.00".into()),
             budget_period: "never".into(),
             profile: None,
             secrets_file: None,

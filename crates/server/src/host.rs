@@ -35,6 +35,10 @@ pub struct Spec {
     /// The server this sandbox belongs to (shows in `ps`; tests find leftovers by it).
     #[serde(default)]
     pub node: String,
+    /// The server serves this profile's LLM gateway: the host hands it the listener init
+    /// opens (before `ready`), and the server answers on it for the execution.
+    #[serde(default)]
+    pub llm: bool,
 }
 
 /// What the host says on the control socket, one JSON object per line after `ready`.
@@ -74,9 +78,9 @@ pub fn service_policy(mut p: Policy, spec: &Spec) -> Policy {
     // Executions are recorded by the server, in its own audit log.
     p.audit.enabled = false;
     p.audit.log_path = None;
-    // Executions reach the LLM gateway at the service's own /llm routes (docs/serve.md),
-    // not through a per-sandbox listener: a held sandbox's host does not serve one.
-    p.llm.enabled = false;
+    // The gateway listener only when the server will serve it (else the sandbox would
+    // find a port that accepts and never answers).
+    p.llm.enabled = p.llm.enabled && spec.llm;
     p
 }
 
@@ -108,7 +112,12 @@ fn supervise(
         is_root: facts.is_root,
         relay_tty: false,
         held: Some(0),
-        on_listeners: None,
+        // The listener goes to the server over the control socket, before `ready`.
+        on_listeners: Some(&|fds| {
+            for (_, fd) in &fds {
+                let _ = sys::send_fd(0, fd.as_raw_fd());
+            }
+        }),
     };
     run::run(plan, &ctx).map_err(|e| format!("sandbox setup failed: {e}"))
 }

@@ -22,8 +22,11 @@ use ironcage_guard::prices::PriceTable;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-struct ServiceAuth {
+pub struct ServiceAuth {
     store: Store,
+    /// Keys of executions running now: the sandbox's virtual key -> its caller.
+    virtual_keys: Mutex<std::collections::HashMap<String, Caller>>,
+    execution_budget: Option<Usd>,
     ledger: Arc<Ledger>,
     key_budget: Option<Usd>,
     agent_budget: Option<Usd>,
@@ -35,6 +38,15 @@ struct ServiceAuth {
 impl Authorize for ServiceAuth {
     fn authorize<'a>(&'a self, key: &'a str, agent: Option<&'a str>) -> AuthFuture<'a> {
         Box::pin(async move {
+            if key.starts_with(ironcage_gateway::auth::VIRTUAL_KEY_PREFIX) {
+                let map = self.virtual_keys.lock().unwrap_or_else(|p| p.into_inner());
+                return map
+                    .iter()
+                    .find(|(k, _)| {
+                        ironcage_gateway::auth::constant_time_eq(k.as_bytes(), key.as_bytes())
+                    })
+                    .map(|(_, c)| c.clone());
+            }
             if !key.starts_with("ick_") {
                 return None;
             }
@@ -70,6 +82,51 @@ impl Authorize for ServiceAuth {
     }
 }
 
+impl ServiceAuth {
+    /// A virtual key for one execution of `key_id`: charged to the key and to the
+    /// execution's own budget (`llm.execution_budget_usd`). Forgotten by `end_execution`.
+    pub async fn start_execution(&self, key_id: &str, execution: &str) -> Option<String> {
+        // Load the key's limit and past spending, as its first direct call would.
+        let key_scope = format!("key:{key_id}");
+        {
+            let mut loaded = self.loaded.lock().await;
+            if !loaded.contains(&key_scope) {
+                self.ledger
+                    .set_limit(&key_scope, self.key_budget, self.period);
+                let period = period_key(self.period, crate::store::now_ms() as u64);
+                let spent = self.store.llm_spent(&key_scope, &period).await.ok()?;
+                if spent > 0 {
+                    self.ledger
+                        .charge(&[key_scope.as_str()], Usd::from_picos(spent));
+                }
+                loaded.insert(key_scope.clone());
+            }
+        }
+        let scope = format!("execution:{execution}");
+        self.ledger
+            .set_limit(&scope, self.execution_budget, Period::Never);
+        let caller = Caller {
+            label: scope.clone(),
+            scopes: vec![key_scope, scope],
+        };
+        let vk = ironcage_gateway::auth::VirtualKey::generate(caller.clone()).ok()?;
+        let key = vk.key().to_string();
+        self.virtual_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), caller);
+        Some(key)
+    }
+
+    pub fn end_execution(&self, key: &str, execution: &str) {
+        self.virtual_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        self.ledger.remove(&format!("execution:{execution}"));
+    }
+}
+
 /// The calendar bucket spending is kept under (UTC, as the ledger resets).
 pub fn period_key(p: Period, now_ms: u64) -> String {
     let t = ironcage_audit::entry::rfc3339_ms(now_ms);
@@ -86,13 +143,16 @@ pub fn period_key(p: Period, now_ms: u64) -> String {
     }
 }
 
+/// The gateway and what authenticates its callers.
+pub type Mounted = (Arc<Gateway>, Arc<ServiceAuth>);
+
 /// Builds the gateway, or None when `llm.enabled` is false.
 pub fn build(
     cfg: &LlmConfig,
     profile_llm: &ironcage_policy::Llm,
     store: Store,
     audit: Arc<Mutex<AuditLog>>,
-) -> Result<Option<Arc<Gateway>>> {
+) -> Result<Option<Mounted>> {
     if !cfg.enabled {
         return Ok(None);
     }
@@ -142,14 +202,16 @@ pub fn build(
         );
     }
     let ledger = Arc::new(Ledger::new(Arc::new(SystemClock)));
-    let auth = ServiceAuth {
+    let auth = Arc::new(ServiceAuth {
+        virtual_keys: Mutex::default(),
+        execution_budget: budget(&cfg.execution_budget_usd, "execution_budget_usd")?,
         store: store.clone(),
         ledger: Arc::clone(&ledger),
         key_budget: budget(&cfg.key_budget_usd, "key_budget_usd")?,
         agent_budget: budget(&cfg.agent_budget_usd, "agent_budget_usd")?,
         period,
         loaded: Default::default(),
-    };
+    });
     // Decisions are appended to the audit log and spending to the store by one task, in
     // batches, off the request path.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -213,11 +275,11 @@ pub fn build(
         },
         Arc::new(prices),
         ledger,
-        Arc::new(auth),
+        Arc::clone(&auth) as Arc<dyn Authorize>,
         sink,
     )
     .map_err(|e| anyhow!("{e}"))?;
-    Ok(Some(Arc::new(gw)))
+    Ok(Some((Arc::new(gw), auth)))
 }
 
 /// `/llm/{*rest}`: handed to the gateway as is.

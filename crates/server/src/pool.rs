@@ -64,6 +64,8 @@ pub struct Warm {
     pub ctl_write: OwnedWriteHalf,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
+    /// The gateway listener inside the sandbox's network namespace (`Spec::llm`).
+    pub llm_listener: Option<OwnedFd>,
 }
 
 /// The limits every pooled sandbox is built with (the server's maxima).
@@ -77,6 +79,8 @@ pub struct Build {
     pub scratch_size: u64,
     /// The server's node name, passed to each host.
     pub node: String,
+    /// Profiles whose sandboxes get an LLM gateway listener (served per execution).
+    pub llm_profiles: Vec<String>,
 }
 
 /// The zygote (`ironcage sandbox-zygote`, see `host::zygote_main`) and our end of its
@@ -195,7 +199,9 @@ impl Pool {
             scratch_size: self.build.scratch_size,
             run_id: ironcage_audit::run_events::new_run_id(),
             node: self.build.node.clone(),
+            llm: self.build.llm_profiles.iter().any(|p| p == profile),
         };
+        let llm = spec.llm;
         let spec = serde_json::to_vec(&spec).map_err(|e| PoolError::Build {
             profile: profile.into(),
             reason: e.to_string(),
@@ -207,6 +213,25 @@ impl Pool {
             .await
             .map_err(PoolError::Spawn)?;
         let host = HostProc { pidfd };
+        // The gateway listener comes first (a descriptor on one byte), then `ready`.
+        let mut llm_listener = None;
+        if llm {
+            ours.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(PoolError::Spawn)?;
+            let sock = ours.try_clone().map_err(PoolError::Spawn)?;
+            let got = tokio::task::spawn_blocking(move || sys::recv_fd(sock.as_raw_fd())).await;
+            match got {
+                Ok(Ok(Some(fd))) => llm_listener = Some(fd),
+                _ => {
+                    host.kill();
+                    host.wait().await;
+                    return Err(PoolError::Build {
+                        profile: profile.into(),
+                        reason: "the sandbox host did not hand over its gateway listener (it failed while building the sandbox)".into(),
+                    });
+                }
+            }
+        }
         ours.set_nonblocking(true).map_err(PoolError::Spawn)?;
         let ctl = tokio::net::UnixStream::from_std(ours).map_err(PoolError::Spawn)?;
         let (r, w) = ctl.into_split();
@@ -247,6 +272,7 @@ impl Pool {
             ctl_write: w,
             stdout: pipe(out_r)?,
             stderr: pipe(err_r)?,
+            llm_listener,
         })
     }
 

@@ -144,6 +144,15 @@ async fn serve_async(cfg: Config) -> Result<()> {
             pids_limit: l.pids_limit,
             scratch_size: l.scratch_size,
             node: node.clone(),
+            llm_profiles: if cfg.llm.enabled {
+                profiles
+                    .iter()
+                    .filter(|(_, p)| p.llm.enabled)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
         },
         cfg.pool.size,
         warm_profiles.clone(),
@@ -172,9 +181,14 @@ async fn serve_async(cfg: Config) -> Result<()> {
         None if cfg.llm.profile.is_none() => ironcage_policy::Llm::default(),
         None => bail!("llm.profile: {llm_profile:?} is not a served profile"),
     };
-    let gateway = crate::llm::build(&cfg.llm, &profile_llm, store.clone(), Arc::clone(&audit))?;
+    let mounted = crate::llm::build(&cfg.llm, &profile_llm, store.clone(), Arc::clone(&audit))?;
+    let (gateway, llm_auth) = match mounted {
+        Some((g, a)) => (Some(g), Some(a)),
+        None => (None, None),
+    };
     let app = Arc::new(App {
         gateway,
+        llm_auth,
         languages,
         profiles,
         warm_profiles,
