@@ -107,25 +107,13 @@ pub fn load_prices(settings: &Settings) -> Result<PriceTable> {
     }
 }
 
-/// Provider keys from the secret store (`ironcage secret set openai ...`). No store means
-/// no keys (a keyless upstream, or real providers answering 401).
+/// Provider keys from the secret store at the default (or configured) paths.
 pub fn load_credentials(is_root: bool) -> Result<HashMap<Provider, zeroize::Zeroizing<String>>> {
-    let mut out = HashMap::new();
-    let store_path = secrets_path(is_root)?;
-    if !store_path.exists() {
-        return Ok(out);
-    }
-    let key =
-        ironcage_guard::secrets::MasterKey::from_env_or_file(&master_key_path(is_root)?, false)
-            .map_err(|e| anyhow!("secret store {}: {e}", store_path.display()))?;
-    let store =
-        ironcage_guard::secrets::SecretStore::open(&store_path, key).map_err(|e| anyhow!("{e}"))?;
-    for p in Provider::ALL {
-        if let Some(v) = store.get(p.name()).map_err(|e| anyhow!("{e}"))? {
-            out.insert(p, v);
-        }
-    }
-    Ok(out)
+    ironcage_gateway::settings::load_credentials(
+        &secrets_path(is_root)?,
+        &master_key_path(is_root)?,
+    )
+    .map_err(|e| anyhow!(e))
 }
 
 /// Writes audit events in batches as they come, each batch one durable append.
@@ -477,18 +465,7 @@ pub fn gateway_for(
         .filter(|p| credentials.contains_key(p))
         .map(Provider::name)
         .collect();
-    let mut pii = ironcage_guard::pii::Rules::default();
-    for (kind, action) in &llm.pii {
-        let k: ironcage_guard::pii::Kind = kind.parse().map_err(|e| anyhow!("llm.pii: {e}"))?;
-        pii.set(
-            k,
-            match action {
-                ironcage_policy::PiiAction::Allow => ironcage_guard::pii::Action::Allow,
-                ironcage_policy::PiiAction::Redact => ironcage_guard::pii::Action::Redact,
-                ironcage_policy::PiiAction::Block => ironcage_guard::pii::Action::Block,
-            },
-        );
-    }
+    let pii = ironcage_gateway::settings::pii_rules(llm).map_err(|e| anyhow!(e))?;
     let ledger = Arc::new(Ledger::new(Arc::new(SystemClock)));
     ledger.set_limit(scope, Some(budget), Period::Never);
     let key = VirtualKey::generate(Caller {

@@ -170,3 +170,43 @@ impl Settings {
             .collect()
     }
 }
+
+/// The policy's `llm.pii` as detector rules (kinds it does not name keep the defaults).
+pub fn pii_rules(llm: &ironcage_policy::Llm) -> Result<ironcage_guard::pii::Rules, String> {
+    use ironcage_guard::pii::{Action, Kind, Rules};
+    let mut rules = Rules::default();
+    for (kind, action) in &llm.pii {
+        let k: Kind = kind.parse().map_err(|e| format!("llm.pii: {e}"))?;
+        rules.set(
+            k,
+            match action {
+                ironcage_policy::PiiAction::Allow => Action::Allow,
+                ironcage_policy::PiiAction::Redact => Action::Redact,
+                ironcage_policy::PiiAction::Block => Action::Block,
+            },
+        );
+    }
+    Ok(rules)
+}
+
+/// The provider keys in an encrypted secret store (`ironcage secret set openai ...`); no
+/// store means no keys (a keyless upstream, or providers answering 401).
+pub fn load_credentials(
+    store_path: &Path,
+    master_key_path: &Path,
+) -> Result<std::collections::HashMap<Provider, zeroize::Zeroizing<String>>, String> {
+    let mut out = std::collections::HashMap::new();
+    if !store_path.exists() {
+        return Ok(out);
+    }
+    let key = ironcage_guard::secrets::MasterKey::from_env_or_file(master_key_path, false)
+        .map_err(|e| format!("secret store {}: {e}", store_path.display()))?;
+    let store =
+        ironcage_guard::secrets::SecretStore::open(store_path, key).map_err(|e| e.to_string())?;
+    for p in Provider::ALL {
+        if let Some(v) = store.get(p.name()).map_err(|e| e.to_string())? {
+            out.insert(p, v);
+        }
+    }
+    Ok(out)
+}

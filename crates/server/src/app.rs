@@ -517,7 +517,8 @@ pub(crate) async fn run_execution(
             // own (charged to the API key and to the execution's budget).
             let served = match (warm.llm_listener.take(), &app.gateway, &app.llm_auth) {
                 (Some(fd), Some(gw), Some(auth)) => {
-                    serve_gateway(Arc::clone(gw), Arc::clone(auth), fd, key_id, id).await
+                    crate::llm::serve_gateway(Arc::clone(gw), Arc::clone(auth), fd, key_id, id)
+                        .await
                 }
                 _ => None,
             };
@@ -831,42 +832,5 @@ mod tests {
         assert_eq!(take_utf8(&mut both), "\u{fffd}x");
         both.push(euro[2]);
         assert_eq!(take_utf8(&mut both), "€");
-    }
-}
-
-/// The gateway answering one execution's sandbox.
-struct ServedGateway {
-    key: String,
-    auth: Arc<crate::llm::ServiceAuth>,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn serve_gateway(
-    gw: Arc<ironcage_gateway::Gateway>,
-    auth: Arc<crate::llm::ServiceAuth>,
-    fd: std::os::fd::OwnedFd,
-    key_id: &str,
-    execution: &str,
-) -> Option<ServedGateway> {
-    let std_listener = std::net::TcpListener::from(fd);
-    std_listener.set_nonblocking(true).ok()?;
-    let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
-    let key = auth.start_execution(key_id, execution).await?;
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(ironcage_gateway::serve::serve(gw, listener, rx));
-    Some(ServedGateway {
-        key,
-        auth,
-        stop,
-        task,
-    })
-}
-
-impl ServedGateway {
-    async fn stop(self, execution: &str) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.auth.end_execution(&self.key, execution);
     }
 }

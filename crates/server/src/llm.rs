@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use ironcage_audit::AuditLog;
 use ironcage_gateway::auth::{AuthFuture, Authorize, Caller};
 use ironcage_gateway::event::Event;
-use ironcage_gateway::provider::Provider;
 use ironcage_gateway::settings::Settings;
 use ironcage_gateway::{Config as GwConfig, Gateway};
 use ironcage_guard::budget::{Ledger, Period, SystemClock};
@@ -173,34 +172,18 @@ pub fn build(
     };
     let period =
         Period::parse(&cfg.budget_period).map_err(|e| anyhow!("llm.budget_period: {e}"))?;
-    let mut credentials = std::collections::HashMap::new();
-    if let Some(path) = cfg.secrets_file.as_ref().filter(|p| p.exists()) {
-        let key_path = cfg
-            .master_key_file
-            .clone()
-            .unwrap_or_else(|| path.with_file_name("master.key"));
-        let key = ironcage_guard::secrets::MasterKey::from_env_or_file(&key_path, false)
-            .map_err(|e| anyhow!("llm secret store {}: {e}", path.display()))?;
-        let store =
-            ironcage_guard::secrets::SecretStore::open(path, key).map_err(|e| anyhow!("{e}"))?;
-        for p in Provider::ALL {
-            if let Some(v) = store.get(p.name()).map_err(|e| anyhow!("{e}"))? {
-                credentials.insert(p, v);
-            }
+    let credentials = match &cfg.secrets_file {
+        Some(path) => {
+            let key_path = cfg
+                .master_key_file
+                .clone()
+                .unwrap_or_else(|| path.with_file_name("master.key"));
+            ironcage_gateway::settings::load_credentials(path, &key_path)
+                .map_err(|e| anyhow!("llm: {e}"))?
         }
-    }
-    let mut pii = ironcage_guard::pii::Rules::default();
-    for (kind, action) in &profile_llm.pii {
-        let k: ironcage_guard::pii::Kind = kind.parse().map_err(|e| anyhow!("llm.pii: {e}"))?;
-        pii.set(
-            k,
-            match action {
-                ironcage_policy::PiiAction::Allow => ironcage_guard::pii::Action::Allow,
-                ironcage_policy::PiiAction::Redact => ironcage_guard::pii::Action::Redact,
-                ironcage_policy::PiiAction::Block => ironcage_guard::pii::Action::Block,
-            },
-        );
-    }
+        None => Default::default(),
+    };
+    let pii = ironcage_gateway::settings::pii_rules(profile_llm).map_err(|e| anyhow!(e))?;
     let ledger = Arc::new(Ledger::new(Arc::new(SystemClock)));
     let auth = Arc::new(ServiceAuth {
         virtual_keys: Mutex::default(),
@@ -292,5 +275,42 @@ pub async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             "the LLM gateway is disabled on this server (llm.enabled: false)",
         )
         .into_response(),
+    }
+}
+
+/// The gateway answering one execution's sandbox.
+pub(crate) struct ServedGateway {
+    pub key: String,
+    auth: Arc<ServiceAuth>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) async fn serve_gateway(
+    gw: Arc<ironcage_gateway::Gateway>,
+    auth: Arc<ServiceAuth>,
+    fd: std::os::fd::OwnedFd,
+    key_id: &str,
+    execution: &str,
+) -> Option<ServedGateway> {
+    let std_listener = std::net::TcpListener::from(fd);
+    std_listener.set_nonblocking(true).ok()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).ok()?;
+    let key = auth.start_execution(key_id, execution).await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(ironcage_gateway::serve::serve(gw, listener, rx));
+    Some(ServedGateway {
+        key,
+        auth,
+        stop,
+        task,
+    })
+}
+
+impl ServedGateway {
+    pub async fn stop(self, execution: &str) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        self.auth.end_execution(&self.key, execution);
     }
 }
