@@ -289,12 +289,11 @@ impl Hosted {
                         }
                     }
                     while tasks.join_next().await.is_some() {}
-                    // Requests still being answered (a stream being drained to bill it).
+                    // Requests still being answered (a stream being drained to bill it) get
+                    // DRAIN to finish; then they are cut off, billed at what they may have
+                    // cost, and recorded.
                     if let Some(gw) = gateway.as_ref() {
-                        let deadline = Instant::now() + DRAIN;
-                        while gw.in_flight() > 0 && Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
+                        drain(gw).await;
                     }
                 });
                 rt.shutdown_timeout(Duration::from_millis(100));
@@ -533,4 +532,18 @@ fn secret_exposure(plan: &Plan, is_root: bool) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// Waits for the gateway's requests to finish, up to DRAIN; then shuts it down and waits
+/// for the records of those it cut off.
+pub async fn drain(gw: &Gateway) {
+    let deadline = Instant::now() + DRAIN;
+    while gw.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.shut_down();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -147,6 +147,7 @@ pub fn gateway(args: GatewayArgs) -> Result<i32> {
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
+        governance::drain(&gw).await;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(gw);

@@ -299,6 +299,19 @@ both_modes! {
         // The gateway kept reading after the client left: all 200 words billed.
         assert_eq!(last["usage"]["output_tokens"], 200, "{last}");
         assert_eq!(picos(last["cost_usd"].as_str().unwrap()), expected_picos("fake-gpt", &last["usage"]));
+
+        // A stream still running when the agent ends (40 s left) is cut off after the
+        // drain time, billed at its reservation (no usage came), and on record.
+        let (run, out) = t.agent("stream_agent.py", &["abandon"], &[]);
+        assert_eq!(run.code, 0, "{}", run.show());
+        assert_eq!(out["read"], 3);
+        let e = t.audit("llm.request");
+        let cut = &e.last().unwrap()["fields"];
+        assert!(cut["reason"].as_str().unwrap_or("").contains("cut off"), "{cut}");
+        let reserved = 4096 * 2_000_000 + 200 * 1_000_000;
+        let cost = picos(cut["cost_usd"].as_str().unwrap());
+        assert!(cost >= 4096 * 2_000_000 && cost <= reserved, "{cut}");
+        assert_eq!(picos(run.report["llm"]["spent_usd"].as_str().unwrap()), cost);
     }
 }
 
@@ -465,7 +478,7 @@ both_modes! {
         let t = Setup::new(mode, "llm:\n  enabled: true\n", &[]);
         let (run, out) = t.agent("abuse_agent.py", &[], &[]);
         assert_eq!(run.code, 0, "{}", run.show());
-        for k in ["background", "previous_response", "server_tool", "image_url"] {
+        for k in ["background", "previous_response", "server_tool", "image_url", "count_tokens_url"] {
             assert_eq!(out[k], 400, "{k}: {out}");
         }
         assert_eq!(out["stream_options_null"], serde_json::json!([200, true, false]), "{out}");

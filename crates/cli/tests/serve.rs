@@ -95,8 +95,14 @@ for p in ['/etc/shadow', '/root', '/var/lib/ironcage', '/home']:
         "{second:#}"
     );
     // The server's own environment never reaches a sandbox.
-    let env = s.exec(json!({"language": "python", "code": "import os; print(sorted(os.environ))"}));
-    assert_eq!(env["stdout"], "['HOME', 'LC_CTYPE', 'PATH', 'TMPDIR']\n", "{env:#}");
+    // (Only the gateway's variables join them: its address and the execution's own
+    // virtual key.)
+    let env = s.exec(json!({"language": "python", "code": "import os; print(sorted(os.environ), os.environ['OPENAI_API_KEY'][:4])"}));
+    assert_eq!(
+        env["stdout"],
+        "['ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'HOME', 'LC_CTYPE', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'PATH', 'TMPDIR'] icv_\n",
+        "{env:#}"
+    );
     let home = s.python("import os; print(os.environ['HOME'])");
     assert_eq!(home["stdout"], "/work\n", "{home:#}");
     // The sleeper of the first execution died with its sandbox.

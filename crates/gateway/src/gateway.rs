@@ -28,6 +28,11 @@ use zeroize::Zeroizing;
 pub const MAX_REQUEST_BYTES: usize = 32 << 20;
 /// Largest non-streaming response read from an upstream.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// What a request without an output cap reserves (and, for a whole answer, is capped at)
+/// at most: a model's full output allowance (128k tokens for some) would not fit common
+/// budgets. A stream grows its reservation past it while the budget allows.
+pub const UNCAPPED_OUTPUT_TOKENS: u64 = 16_384;
+
 /// Deadline for receiving a request body.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
 /// Memory for request bodies being read and parsed, all requests together, in KiB. A parsed
@@ -134,6 +139,9 @@ pub struct Gateway {
     scanner: &'static Scanner,
     in_flight: AtomicU64,
     body_memory: Arc<tokio::sync::Semaphore>,
+    /// Set when the host of the gateway ends: requests still waiting on the provider stop
+    /// waiting, are billed at what they may have cost, and are recorded.
+    shutdown: tokio::sync::watch::Sender<bool>,
     pub stats: Stats,
 }
 
@@ -192,6 +200,7 @@ impl Gateway {
             scanner: Scanner::global(),
             in_flight: AtomicU64::new(0),
             body_memory: Arc::new(tokio::sync::Semaphore::new(BODY_MEMORY_KIB)),
+            shutdown: tokio::sync::watch::channel(false).0,
             stats: Stats::default(),
         })
     }
@@ -216,6 +225,46 @@ impl Gateway {
         .await
         .ok()?
         .ok()
+    }
+
+    /// A stream event with personal data redacted (`pii_responses`), rebuilt as
+    /// `event:`/`data:` lines; None when it holds none. A value split across two events
+    /// is not seen (each event is scanned on its own).
+    fn redact_event(
+        &self,
+        name: Option<&str>,
+        payload: &str,
+        rec: &mut RequestRecord,
+    ) -> Option<Bytes> {
+        let mut v: Value = serde_json::from_str(payload).ok()?;
+        let c = self
+            .scanner
+            .apply_json(&mut v, &response_rules(&self.pii), &PROTOCOL_KEYS);
+        if c.redacted.is_empty() {
+            return None;
+        }
+        for (k, n) in &c.redacted {
+            *rec.pii_redacted.entry(format!("response.{k}")).or_insert(0) += n;
+        }
+        let data = serde_json::to_string(&v).ok()?;
+        Some(Bytes::from(match name {
+            Some(n) => format!("event: {n}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        }))
+    }
+
+    /// Ends the wait of every request still waiting on a provider (see `shutdown`).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Runs `f` unless the gateway is shut down first (None).
+    async fn unless_shut_down<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        let stop = crate::serve::stopped(self.shutdown.subscribe());
+        tokio::select! {
+            out = f => Some(out),
+            _ = stop => None,
+        }
     }
 
     /// Requests accepted and not yet recorded (streams still relaying or draining).
@@ -379,7 +428,7 @@ impl Gateway {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(MAX_REQUEST_BYTES)
             .min(MAX_REQUEST_BYTES);
-        let _memory = match self.body_memory(announced).await {
+        let mut memory = match self.body_memory(announced).await {
             Some(p) => p,
             None => {
                 rec.decision = Decision::Invalid;
@@ -434,6 +483,11 @@ impl Gateway {
                 return self.refuse(rec, p, kind, code, &msg, started);
             }
         };
+        // Hold only what this body needs (a chunked body was charged the maximum).
+        let need = (bytes.len().max(1024) * JSON_EXPANSION).div_ceil(1024);
+        if memory.num_permits() > need {
+            drop(memory.split(memory.num_permits() - need));
+        }
 
         if route.endpoint == Endpoint::Models {
             rec.decision = Decision::Forwarded;
@@ -491,22 +545,19 @@ impl Gateway {
         rec.stream = stream;
 
         // Inputs whose size the body does not bound, or that the provider would fetch.
-        let media_tokens = if route.endpoint.billed() {
-            match unbounded_inputs(&route.endpoint, &json) {
-                Ok(extra) => extra,
-                Err(why) => {
-                    return self.refuse(
-                        rec,
-                        p,
-                        ErrorKind::BadRequest,
-                        "unsupported_input",
-                        &why,
-                        started,
-                    );
-                }
+        // (count_tokens too: it is free, but the provider would still fetch.)
+        let media_tokens = match unbounded_inputs(&route.endpoint, &json) {
+            Ok(extra) => extra,
+            Err(why) => {
+                return self.refuse(
+                    rec,
+                    p,
+                    ErrorKind::BadRequest,
+                    "unsupported_input",
+                    &why,
+                    started,
+                );
             }
-        } else {
-            0
         };
 
         // Personal data and secrets, before anything leaves: every string but the model
@@ -564,16 +615,19 @@ impl Gateway {
                 }
             };
             let cap = output_cap(&route.endpoint, &json);
+            // `n` as the provider may read it (2.0 is 2).
             let n = json
                 .get("n")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .clamp(1, 128);
+                .and_then(Value::as_f64)
+                .map_or(1, |f| f.ceil().clamp(1.0, 128.0) as u64);
             let out_tokens = match (&route.endpoint, cap) {
                 (Endpoint::Embeddings, _) => 0,
                 (_, Some(c)) => c.saturating_mul(n),
                 (_, None) => {
-                    let d = price.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+                    let d = price
+                        .max_output_tokens
+                        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
+                        .min(UNCAPPED_OUTPUT_TOKENS);
                     if stream {
                         // A stream is watched as it goes and stopped at the budget.
                         watched_output = Some(d.saturating_mul(n));
@@ -632,6 +686,9 @@ impl Gateway {
         // unscanned `content`).
         let _ = (capped, bytes);
         let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        // The parsed document is no longer needed while the answer is awaited.
+        drop(json);
+        drop(memory);
         rec.decision = if redacted {
             Decision::Redacted
         } else {
@@ -725,7 +782,22 @@ impl Gateway {
                     return self.refuse(rec, p, ErrorKind::BadGateway, "bad_upstream", &e, started);
                 }
             };
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let sent = self
+            .unless_shut_down(tokio::time::timeout(self.timeout, self.client.request(req)))
+            .await;
+        let Some(sent) = sent else {
+            drop(permit);
+            bill_worst_case(&mut rec, flight);
+            rec.decision = Decision::UpstreamFailed;
+            return self.refuse(
+                rec,
+                p,
+                ErrorKind::BadGateway,
+                "shut_down",
+                "the gateway shut down while the provider was answering",
+                started,
+            );
+        };
         let resp = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -794,11 +866,17 @@ impl Gateway {
         }
 
         // A whole answer.
-        let collected = tokio::time::timeout(
-            self.timeout,
-            Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
-        )
-        .await;
+        let collected = self
+            .unless_shut_down(tokio::time::timeout(
+                self.timeout,
+                Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
+            ))
+            .await
+            .unwrap_or_else(|| {
+                Ok(Err(Box::<dyn std::error::Error + Send + Sync>::from(
+                    "shut down",
+                )))
+            });
         let mut data = match collected {
             Ok(Ok(b)) => b.to_bytes(),
             _ => {
@@ -952,7 +1030,16 @@ impl Gateway {
         // The output the reservation covers; grows (by extending it) while budget remains.
         let mut covered = flight.watched;
         'read: loop {
-            let frame = match tokio::time::timeout(self.timeout, body.frame()).await {
+            let next = self
+                .unless_shut_down(tokio::time::timeout(self.timeout, body.frame()))
+                .await;
+            let Some(next) = next else {
+                // The run is over: billed from what was seen (at worst, the reservation).
+                failed = true;
+                rec.reason = Some("cut off: the gateway shut down mid-stream".into());
+                break;
+            };
+            let frame = match next {
                 Ok(Some(Ok(f))) => f,
                 Ok(None) => break,
                 Ok(Some(Err(_))) | Err(_) => {
@@ -981,6 +1068,11 @@ impl Gateway {
                     }
                     if let Some(stripped) = meter::strip_null_usage(&ev) {
                         out = Bytes::from(stripped);
+                    }
+                }
+                if self.pii_responses {
+                    if let Some(redacted) = self.redact_event(name, &payload, &mut rec) {
+                        out = redacted;
                     }
                 }
                 if let Some(cov) = covered.as_mut() {
@@ -1245,7 +1337,7 @@ fn unbounded_inputs(e: &Endpoint, json: &Value) -> Result<u64, String> {
             "background",
         ],
         Endpoint::ChatCompletions => &["web_search_options", "prediction"],
-        Endpoint::Messages => &["mcp_servers", "container"],
+        Endpoint::Messages | Endpoint::CountTokens => &["mcp_servers", "container"],
         _ => &[],
     };
     for f in refuse_fields {

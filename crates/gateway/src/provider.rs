@@ -211,12 +211,19 @@ pub fn error_response(
     let mut b = Response::builder()
         .status(kind.status(provider))
         .header(header::CONTENT_TYPE, "application/json");
-    match (kind, retry_after) {
-        (ErrorKind::Unavailable, Some(secs)) => {
+    match (kind, code, retry_after) {
+        // Momentarily busy: the SDKs may retry, after a second.
+        (ErrorKind::Unavailable, "busy", _) => {
+            b = b.header(header::RETRY_AFTER, "1");
+        }
+        (ErrorKind::Unavailable, _, Some(secs)) => {
             b = b.header(header::RETRY_AFTER, secs.to_string());
             b = b.header("x-should-retry", "false");
         }
-        (ErrorKind::Budget | ErrorKind::BadRequest | ErrorKind::TooLarge, _) => {
+        // Refusals that a retry cannot change, and failures already billed at their
+        // worst case (a retry would be billed again).
+        (ErrorKind::Budget | ErrorKind::BadRequest | ErrorKind::TooLarge, _, _)
+        | (ErrorKind::BadGateway, "upstream_timeout" | "upstream_read_failed", _) => {
             b = b.header("x-should-retry", "false");
         }
         _ => {}
@@ -233,9 +240,11 @@ pub fn stream_error_event(provider: Provider, endpoint: &Endpoint, message: &str
             "event: error\ndata: {}\n\n",
             serde_json::json!({"type": "error", "error": {"type": "billing_error", "message": message}})
         ),
+        // The SDK raises on a Responses event only when its data has an `error` member.
         (Provider::OpenAi, Endpoint::Responses) => format!(
             "event: error\ndata: {}\n\n",
-            serde_json::json!({"type": "error", "code": "insufficient_quota", "message": message, "param": null})
+            serde_json::json!({"type": "error", "code": "insufficient_quota", "message": message, "param": null,
+                               "error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": message}})
         ),
         (Provider::OpenAi, _) => format!(
             "data: {}\n\n",

@@ -145,6 +145,10 @@ pub fn init_main(plan: &Plan, io: ChildIo) -> ! {
     if let Err(e) = sys::set_ids(plan.uid, plan.gid) {
         fail(status, "set uid/gid", e);
     }
+    // Our memory is a copy of the supervisor's (which may hold provider keys for the
+    // gateway): from now on no process of the sandbox may read it through /proc. (The
+    // supervisor wrote our id maps already; nothing else of ours needs to be dumpable.)
+    let _ = sys::set_dumpable(false);
     // If the supervisor dies, so do we, and with us the whole pid namespace. Set after the
     // id change, which clears it. The supervisor holds the other end of `go` open until it
     // exits, so a hang-up now means it died before we armed the signal.

@@ -81,6 +81,14 @@ pub fn service_policy(mut p: Policy, spec: &Spec) -> Policy {
     // The gateway listener only when the server will serve it (else the sandbox would
     // find a port that accepts and never answers).
     p.llm.enabled = p.llm.enabled && spec.llm;
+    // The service does not run the egress proxy for its sandboxes: a `proxy` profile runs
+    // with loopback only (stricter, never weaker; docs/serve.md).
+    if p.network.mode == ironcage_policy::NetworkMode::Proxy {
+        p.network.mode = ironcage_policy::NetworkMode::Isolated;
+        p.network.allow_domains.clear();
+        p.network.deny_domains.clear();
+        p.network.allow_outgoing.clear();
+    }
     p
 }
 
@@ -114,8 +122,10 @@ fn supervise(
         held: Some(0),
         // The listener goes to the server over the control socket, before `ready`.
         on_listeners: Some(&|fds| {
-            for (_, fd) in &fds {
-                let _ = sys::send_fd(0, fd.as_raw_fd());
+            for (which, fd) in &fds {
+                if *which == ironcage_sandbox::plan::Listener::LlmGateway {
+                    let _ = sys::send_fd(0, fd.as_raw_fd());
+                }
             }
         }),
     };

@@ -117,12 +117,26 @@ impl ServiceAuth {
         Some(key)
     }
 
+    /// The key stops working now; the execution's budget is forgotten once nothing is
+    /// reserved on it any more (a request of the execution may still be settling; removing
+    /// the scope under it would let it settle on a new, unlimited one).
     pub fn end_execution(&self, key: &str, execution: &str) {
         self.virtual_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
-        self.ledger.remove(&format!("execution:{execution}"));
+        let ledger = Arc::clone(&self.ledger);
+        let scope = format!("execution:{execution}");
+        tokio::spawn(async move {
+            // Bounded by the gateway's upstream deadline.
+            for _ in 0..(11 * 60 * 5) {
+                if ledger.snapshot(&scope).reserved == Usd::ZERO {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            ledger.remove(&scope);
+        });
     }
 }
 

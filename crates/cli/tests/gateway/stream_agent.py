@@ -1,5 +1,5 @@
 # Streams that meet the budget mid-way, and a client that walks away mid-stream.
-import json, sys
+import json, os, sys
 import openai
 
 mode = sys.argv[1]
@@ -26,4 +26,14 @@ elif mode == "leave":
             break
     s.close()
     out["read"] = n
+elif mode == "abandon":
+    # Walks away from a long stream and ends: the run cuts it off and bills it.
+    s = c.chat.completions.create(model="fake-gpt", stream=True,
+            messages=[{"role": "user", "content": "[[fake:chunks=2000]] [[fake:delay_ms=20]] abandon"}])
+    for n, ch in enumerate(s):
+        if n == 3:
+            break
+    out["read"] = 3
+    print(json.dumps(out), flush=True)
+    os._exit(0)
 print(json.dumps(out))
