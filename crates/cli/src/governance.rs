@@ -241,8 +241,9 @@ impl Hosted {
         let thread = std::thread::Builder::new()
             .name("ironcage-services".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                // One thread: a run's agent makes few requests at once, and every thread
+                // started here is paid for by every run.
+                let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
