@@ -3,7 +3,7 @@
 # strict profile, and an attack that is denied and reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p ironcage-cli
+cargo build --release -q -p ironcage-cli -p ironcage-fakellm
 bin=target/release/ironcage
 # Rootless runs need a delegated cgroup subtree for their limits (v1 hosts); root can do it.
 if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ]; then $bin cgroup delegate --user "$SUDO_USER" >/dev/null || true; fi
@@ -26,6 +26,26 @@ echo "== the audit log: both runs are on record, signed and verifiable"
 $bin audit tail -n 8
 $bin audit verify
 echo
+echo "== governance: an LLM call from the cage through the gateway (a local fake provider stands in for OpenAI)"
+gov=$(mktemp -d)
+target/release/fakellm --listen 127.0.0.1:0 --require-key sk-demo-real-key >"$gov/fake.json" &
+fake_pid=$!
+for _ in $(seq 100); do [ -s "$gov/fake.json" ] && break; sleep 0.05; done
+fport=$(sed -n 's/.*:\([0-9]*\)".*/\1/p' "$gov/fake.json")
+export IRONCAGE_SECRETS="$gov/secrets.json" IRONCAGE_MASTER_KEY_FILE="$gov/master.key"
+DEMO_KEY=sk-demo-real-key $bin secret set openai --from-env DEMO_KEY
+$bin run --profile ai-strict --budget-usd 0.50 --llm-upstream openai=http://127.0.0.1:$fport/v1 -- /usr/bin/python3 -c '
+import json, os, urllib.request
+body = {"model": "fake-gpt", "max_tokens": 50, "messages": [{"role": "user", "content": "hello, my e-mail is ann@example.com"}]}
+req = urllib.request.Request(os.environ["OPENAI_BASE_URL"] + "/chat/completions", json.dumps(body).encode(),
+      {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
+print("the agent holds", os.environ["OPENAI_API_KEY"][:8] + "...", "(a virtual key); the provider answered:",
+      json.load(urllib.request.urlopen(req))["choices"][0]["message"]["content"])'
+kill $fake_pid; wait $fake_pid 2>/dev/null || true
+unset IRONCAGE_SECRETS IRONCAGE_MASTER_KEY_FILE
+rm -rf "$gov"
+echo
+
 echo "== the execution service: ironcage serve, an API key, code over HTTP"
 data=$(mktemp -d)
 key=$($bin key create --name demo --data-dir "$data" 2>/dev/null)
