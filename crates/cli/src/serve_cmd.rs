@@ -35,11 +35,12 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     let mut cfg = cfg;
     // The provider keys `ironcage secret set` stored, unless the config names another store.
     let is_root = crate::paths::is_root();
+    // (No home directory to find them in: no stored keys, as with no store.)
     if cfg.llm.secrets_file.is_none() {
-        cfg.llm.secrets_file = Some(crate::governance::secrets_path(is_root)?);
+        cfg.llm.secrets_file = crate::governance::secrets_path(is_root).ok();
     }
     if cfg.llm.master_key_file.is_none() {
-        cfg.llm.master_key_file = Some(crate::governance::master_key_path(is_root)?);
+        cfg.llm.master_key_file = crate::governance::master_key_path(is_root).ok();
     }
     ironcage_server::serve::serve(cfg)
         .map_err(|e| fail(exit_code::SETUP_FAILED, format!("{e:#}")))?;
