@@ -1285,3 +1285,53 @@ fn request_full_text(url: &str) -> (u16, String) {
         Err(e) => panic!("{url}: {e}"),
     }
 }
+
+/// Two instances on one PostgreSQL store enforce one budget per key: each reads back what
+/// the other spent.
+#[test]
+fn instances_sharing_a_store_share_llm_budgets() {
+    let fake = Fake::start_keyless();
+    let extra = format!(
+        "llm:\n  upstreams:\n    openai: http://127.0.0.1:{}/v1\n  key_budget_usd: \"0.01\"\n",
+        fake.port
+    );
+    let a = Server::start_with(
+        Mode::Root,
+        Db::Postgres,
+        Options {
+            extra: extra.clone(),
+            ..Options::default()
+        },
+    );
+    let b = Server::start_sharing_with(&a, &extra);
+    // Each call reserves ~$0.00211 and costs $0.0021 (100 + 1,000 tokens of fake-gpt).
+    let body = br#"{"model":"fake-gpt","max_tokens":1000,"messages":[{"role":"user","content":"[[fake:usage=100,1000]] hi"}]}"#;
+    let call = |s: &Server| {
+        request(
+            "POST",
+            &s.url("/llm/openai/v1/chat/completions"),
+            Some(&a.key),
+            Some(body),
+        )
+        .0
+    };
+    assert_eq!(
+        call(&b),
+        200,
+        "b spends first, and knows the key from now on"
+    );
+    let on_a: Vec<u16> = (0..4).map(|_| call(&a)).collect();
+    assert_eq!(
+        on_a,
+        vec![200, 200, 200, 429],
+        "a saw b's spending when it loaded the key"
+    );
+    // b reads a's spending back within a second (alone it would allow three more calls).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(call(&b), 429, "b let the key spend past its budget");
+    assert_eq!(
+        fake.requests().len(),
+        4,
+        "exactly the four calls that fit reached the provider"
+    );
+}

@@ -18,8 +18,16 @@ use ironcage_gateway::{Config as GwConfig, Gateway};
 use ironcage_guard::budget::{Ledger, Period, SystemClock};
 use ironcage_guard::money::Usd;
 use ironcage_guard::prices::PriceTable;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// What this instance has accounted for of a scope's spending in the store, for the
+/// current period: what it loaded, what it wrote itself, and what other instances wrote
+/// that it has since charged to its ledger.
+struct Synced {
+    period: String,
+    seen: i64,
+}
 
 pub struct ServiceAuth {
     store: Store,
@@ -31,7 +39,7 @@ pub struct ServiceAuth {
     agent_budget: Option<Usd>,
     period: Period,
     /// Scopes whose limit and past spending this instance has loaded.
-    loaded: tokio::sync::Mutex<HashSet<String>>,
+    loaded: tokio::sync::Mutex<HashMap<String, Synced>>,
 }
 
 impl Authorize for ServiceAuth {
@@ -54,24 +62,13 @@ impl Authorize for ServiceAuth {
             if let Some(a) = agent {
                 scopes.push(format!("agent:{}/{a}", k.id));
             }
-            let mut loaded = self.loaded.lock().await;
             for (i, scope) in scopes.iter().enumerate() {
-                if loaded.contains(scope) {
-                    continue;
-                }
                 let limit = if i == 0 {
                     self.key_budget
                 } else {
                     self.agent_budget
                 };
-                self.ledger.set_limit(scope, limit, self.period);
-                let period = period_key(self.period, crate::store::now_ms() as u64);
-                let spent = self.store.llm_spent(scope, &period).await.ok()?;
-                if spent > 0 {
-                    self.ledger
-                        .charge(&[scope.as_str()], Usd::from_picos(spent));
-                }
-                loaded.insert(scope.clone());
+                self.load_scope(scope, limit).await?;
             }
             Some(Caller {
                 label: scopes.last().cloned().unwrap_or_default(),
@@ -82,25 +79,78 @@ impl Authorize for ServiceAuth {
 }
 
 impl ServiceAuth {
+    /// The first time this instance sees a scope: its limit, and what was spent in this
+    /// period (by any instance) according to the store.
+    async fn load_scope(&self, scope: &str, limit: Option<Usd>) -> Option<()> {
+        let mut loaded = self.loaded.lock().await;
+        if loaded.contains_key(scope) {
+            return Some(());
+        }
+        self.ledger.set_limit(scope, limit, self.period);
+        let period = period_key(self.period, crate::store::now_ms() as u64);
+        let spent = self.store.llm_spent(scope, &period).await.ok()?;
+        if spent > 0 {
+            self.ledger.charge(&[scope], Usd::from_picos(spent));
+        }
+        loaded.insert(
+            scope.to_string(),
+            Synced {
+                period,
+                seen: spent,
+            },
+        );
+        Some(())
+    }
+
+    /// Our own spending, about to be written to the store: not to be charged again when
+    /// the store is read back.
+    async fn wrote(&self, scope: &str, period: &str, picos: i64) {
+        let mut loaded = self.loaded.lock().await;
+        if let Some(s) = loaded.get_mut(scope) {
+            if s.period != period {
+                s.period = period.to_string();
+                s.seen = 0;
+            }
+            s.seen = s.seen.saturating_add(picos);
+        }
+    }
+
+    /// Charges what other instances spent since we last looked (instances sharing a store
+    /// enforce one budget, within a second of each other).
+    async fn sync_from_store(&self) {
+        let period = period_key(self.period, crate::store::now_ms() as u64);
+        // Read the store without holding the lock (authentication waits on it).
+        let scopes: Vec<String> = self.loaded.lock().await.keys().cloned().collect();
+        let mut totals = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            if let Ok(total) = self.store.llm_spent(&scope, &period).await {
+                totals.push((scope, total));
+            }
+        }
+        let mut loaded = self.loaded.lock().await;
+        for (scope, total) in totals {
+            let Some(s) = loaded.get_mut(&scope) else {
+                continue;
+            };
+            if s.period != period {
+                // The ledger starts the new period from zero by itself.
+                s.period = period.clone();
+                s.seen = 0;
+            }
+            if total > s.seen {
+                self.ledger
+                    .charge(&[scope.as_str()], Usd::from_picos(total - s.seen));
+                s.seen = total;
+            }
+        }
+    }
+
     /// A virtual key for one execution of `key_id`: charged to the key and to the
     /// execution's own budget (`llm.execution_budget_usd`). Forgotten by `end_execution`.
     pub async fn start_execution(&self, key_id: &str, execution: &str) -> Option<String> {
         // Load the key's limit and past spending, as its first direct call would.
         let key_scope = format!("key:{key_id}");
-        {
-            let mut loaded = self.loaded.lock().await;
-            if !loaded.contains(&key_scope) {
-                self.ledger
-                    .set_limit(&key_scope, self.key_budget, self.period);
-                let period = period_key(self.period, crate::store::now_ms() as u64);
-                let spent = self.store.llm_spent(&key_scope, &period).await.ok()?;
-                if spent > 0 {
-                    self.ledger
-                        .charge(&[key_scope.as_str()], Usd::from_picos(spent));
-                }
-                loaded.insert(key_scope.clone());
-            }
-        }
+        self.load_scope(&key_scope, self.key_budget).await?;
         let scope = format!("execution:{execution}");
         self.ledger
             .set_limit(&scope, self.execution_budget, Period::Never);
@@ -212,6 +262,18 @@ pub fn build(
     // Decisions are appended to the audit log and spending to the store by one task, in
     // batches, off the request path.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    // Other instances on the same store: their spending is read back every second.
+    {
+        let auth = Arc::clone(&auth);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                auth.sync_from_store().await;
+            }
+        });
+    }
+    let auth_for_sink = Arc::clone(&auth);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -227,10 +289,9 @@ pub fn build(
                 if let Event::Request(r) = ev {
                     if r.cost.picos() > 0 {
                         for scope in &r.scopes {
-                            if let Err(e) = store
-                                .add_llm_spend(scope, &period_key(period, now), r.cost.picos())
-                                .await
-                            {
+                            let key = period_key(period, now);
+                            auth_for_sink.wrote(scope, &key, r.cost.picos()).await;
+                            if let Err(e) = store.add_llm_spend(scope, &key, r.cost.picos()).await {
                                 tracing::error!("recording LLM spending of {scope}: {e}");
                             }
                         }

@@ -343,7 +343,16 @@ pub struct Fake {
 }
 
 impl Fake {
+    /// A fake provider that accepts any key (or none).
+    pub fn start_keyless() -> Fake {
+        Fake::launch(&[])
+    }
+
     pub fn start(require_key: &str) -> Fake {
+        Fake::launch(&["--require-key", require_key])
+    }
+
+    fn launch(extra: &[&str]) -> Fake {
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_ironcage"))
             .parent()
             .unwrap()
@@ -354,7 +363,8 @@ impl Fake {
             bin.display()
         );
         let mut child = std::process::Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--require-key", require_key])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

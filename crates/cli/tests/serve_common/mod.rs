@@ -97,6 +97,11 @@ impl Server {
     /// A second instance on the same PostgreSQL store (its own node name and data dir),
     /// using the first one's key.
     pub fn start_sharing(other: &Server) -> Server {
+        Server::start_sharing_with(other, "")
+    }
+
+    /// `start_sharing` with more configuration (YAML appended).
+    pub fn start_sharing_with(other: &Server, extra: &str) -> Server {
         let text = std::fs::read_to_string(&other.config).unwrap();
         let url = text
             .lines()
@@ -112,7 +117,7 @@ impl Server {
             Some(url),
             Some(other.key.clone()),
             Options {
-                extra: format!("audit_key: {}\n", key.display()),
+                extra: format!("audit_key: {}\n{extra}", key.display()),
                 ..Options::default()
             },
         )
