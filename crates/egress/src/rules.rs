@@ -216,26 +216,28 @@ impl Rules {
                 pattern: p.to_string(),
             });
         }
+        // The host first, then its port: "not in allow_domains" is the answer a refused
+        // host deserves, whatever port it was asked on.
+        let exact = self
+            .allow
+            .iter()
+            .any(|p| matches!(p, Pattern::Exact(_)) && p.matches(&host));
+        let verdict = if exact {
+            Verdict::Allow { exact: true }
+        } else if let Host::Ip(_) = host {
+            return deny(DenyReason::IpLiteral);
+        } else if self.allow.iter().any(|p| p.matches(&host)) {
+            Verdict::Allow { exact: false }
+        } else {
+            return deny(DenyReason::NotAllowed);
+        };
         if !self.ports.contains(&port) {
             return deny(DenyReason::Port {
                 port,
                 allowed: self.ports.clone(),
             });
         }
-        let exact = self
-            .allow
-            .iter()
-            .any(|p| matches!(p, Pattern::Exact(_)) && p.matches(&host));
-        if exact {
-            return Verdict::Allow { exact: true };
-        }
-        if let Host::Ip(_) = host {
-            return deny(DenyReason::IpLiteral);
-        }
-        if self.allow.iter().any(|p| p.matches(&host)) {
-            return Verdict::Allow { exact: false };
-        }
-        deny(DenyReason::NotAllowed)
+        verdict
     }
 
     /// The guard after resolution (DNS rebinding, SSRF to metadata services): keeps the
