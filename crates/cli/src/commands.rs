@@ -416,43 +416,23 @@ fn audit_exposure(
     key: &std::path::Path,
     is_root: bool,
 ) -> Option<String> {
-    // Compare real locations: either side may be reached through a symlink.
-    fn real(p: &std::path::Path) -> std::path::PathBuf {
-        if let Ok(r) = std::fs::canonicalize(p) {
-            return r;
-        }
-        match (
-            p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
-            p.file_name(),
-        ) {
-            (Some(d), Some(f)) => d.join(f),
-            _ => p.to_path_buf(),
-        }
+    if let Some((host, log)) = crate::paths::bind_containing(plan, log, true) {
+        return Some(format!(
+            "the writable bind {} contains the audit log {}: the sandbox could rewrite its own record (bind another directory, or move the log with audit.log_path or IRONCAGE_AUDIT_LOG)",
+            host.display(),
+            log.display()
+        ));
     }
-    let (log, key) = (real(log), real(key));
-    for m in &plan.mounts {
-        let (host, writable) = match m {
-            MountStep::BindWritable { host, .. } => (host, true),
-            MountStep::BindReadOnly { host, .. } => (host, false),
-            _ => continue,
-        };
-        let host = real(host);
-        if writable && log.starts_with(&host) {
-            return Some(format!(
-                "the writable bind {} contains the audit log {}: the sandbox could rewrite its own record (bind another directory, or move the log with audit.log_path or IRONCAGE_AUDIT_LOG)",
-                host.display(),
-                log.display()
-            ));
-        }
-        if !is_root && key.starts_with(&host) {
-            return Some(format!(
-                "the bind {} contains the audit signing key {}, which the sandbox (running as you) could read (bind a narrower directory, or keep the key elsewhere with IRONCAGE_AUDIT_KEY)",
-                host.display(),
-                key.display()
-            ));
-        }
+    if is_root {
+        return None;
     }
-    None
+    crate::paths::bind_containing(plan, key, false).map(|(host, key)| {
+        format!(
+            "the bind {} contains the audit signing key {}, which the sandbox (running as you) could read (bind a narrower directory, or keep the key elsewhere with IRONCAGE_AUDIT_KEY)",
+            host.display(),
+            key.display()
+        )
+    })
 }
 
 /// Opens the audit log for appending, with the host's signing key so every append leaves

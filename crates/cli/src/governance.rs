@@ -505,34 +505,13 @@ fn secret_exposure(plan: &Plan, is_root: bool) -> Result<Option<String>> {
         return Ok(None);
     }
     let key = master_key_path(false)?;
-    let real = |p: &Path| -> PathBuf {
-        std::fs::canonicalize(p).unwrap_or_else(|_| {
-            match (
-                p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
-                p.file_name(),
-            ) {
-                (Some(d), Some(f)) => d.join(f),
-                _ => p.to_path_buf(),
-            }
-        })
-    };
-    let key = real(&key);
-    for m in &plan.mounts {
-        let host = match m {
-            ironcage_sandbox::plan::MountStep::BindWritable { host, .. }
-            | ironcage_sandbox::plan::MountStep::BindReadOnly { host, .. } => host,
-            _ => continue,
-        };
-        let host = real(host);
-        if key.starts_with(&host) {
-            return Ok(Some(format!(
-                "the bind {} contains the secret store's master key {}, which the sandbox (running as you) could read and use to decrypt the provider keys (bind a narrower directory, or keep the key elsewhere with IRONCAGE_MASTER_KEY_FILE)",
-                host.display(),
-                key.display()
-            )));
-        }
-    }
-    Ok(None)
+    Ok(crate::paths::bind_containing(plan, &key, false).map(|(host, key)| {
+        format!(
+            "the bind {} contains the secret store's master key {}, which the sandbox (running as you) could read and use to decrypt the provider keys (bind a narrower directory, or keep the key elsewhere with IRONCAGE_MASTER_KEY_FILE)",
+            host.display(),
+            key.display()
+        )
+    }))
 }
 
 /// Waits for the gateway's requests to finish, up to DRAIN; then shuts it down and waits

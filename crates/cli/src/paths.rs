@@ -1,6 +1,6 @@
 //! Default locations of the audit log and its signing key (documented in docs/audit.md).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
@@ -58,4 +58,39 @@ pub fn default_audit_key(is_root: bool) -> Result<PathBuf, String> {
 
 pub fn is_root() -> bool {
     ironcage_sandbox::sys::geteuid() == 0
+}
+
+/// A path's real location: symlinks resolved, or (when it does not exist yet) its
+/// directory's, so either side of a comparison may be reached through a link.
+fn real(p: &Path) -> PathBuf {
+    if let Ok(r) = std::fs::canonicalize(p) {
+        return r;
+    }
+    match (
+        p.parent().and_then(|d| std::fs::canonicalize(d).ok()),
+        p.file_name(),
+    ) {
+        (Some(d), Some(f)) => d.join(f),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// The first bind of the plan whose host side contains `path` (only writable binds when
+/// `writable_only`): (the bind's host directory, the path), both as real locations.
+pub fn bind_containing(
+    plan: &ironcage_sandbox::plan::Plan,
+    path: &Path,
+    writable_only: bool,
+) -> Option<(PathBuf, PathBuf)> {
+    use ironcage_sandbox::plan::MountStep;
+    let path = real(path);
+    plan.mounts.iter().find_map(|m| {
+        let host = match m {
+            MountStep::BindWritable { host, .. } => host,
+            MountStep::BindReadOnly { host, .. } if !writable_only => host,
+            _ => return None,
+        };
+        let host = real(host);
+        path.starts_with(&host).then(|| (host, path.clone()))
+    })
 }
