@@ -384,14 +384,6 @@ impl Hosted {
     }
 }
 
-fn ev_fields(ev: &ironcage_gateway::event::Event) -> serde_json::Value {
-    let mut v = serde_json::to_value(ev).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("type");
-    }
-    v
-}
-
 fn egress_event(
     run: &str,
     denials: &Mutex<Denials>,
@@ -436,12 +428,9 @@ pub fn audit_sink(
     let tx = tx.map(Mutex::new);
     Arc::new(move |ev: ironcage_gateway::event::Event| {
         let Some(tx) = tx.as_ref() else { return };
-        let kind = match &ev {
-            ironcage_gateway::event::Event::Request(_) => "llm.request",
-            ironcage_gateway::event::Event::Breaker { .. } => "llm.breaker",
-        };
+        let (kind, fields) = ev.audit_entry();
         if let Ok(tx) = tx.lock() {
-            let _ = tx.send(AuditEvent::new(kind, run.as_deref(), ev_fields(&ev)));
+            let _ = tx.send(AuditEvent::new(kind, run.as_deref(), fields));
         }
     })
 }

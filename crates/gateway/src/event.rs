@@ -102,5 +102,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The audit entry this event becomes: its type and its fields (the event itself,
+    /// without the tag that the type already says).
+    pub fn audit_entry(&self) -> (&'static str, serde_json::Value) {
+        let kind = match self {
+            Event::Request(_) => "llm.request",
+            Event::Breaker { .. } => "llm.breaker",
+        };
+        let mut fields = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = fields.as_object_mut() {
+            o.remove("type");
+        }
+        (kind, fields)
+    }
+}
+
 /// Receives every decision (the audit log writer, metrics).
 pub type Sink = std::sync::Arc<dyn Fn(Event) + Send + Sync>;

@@ -297,14 +297,7 @@ pub fn build(
                         }
                     }
                 }
-                let kind = match ev {
-                    Event::Request(_) => "llm.request",
-                    Event::Breaker { .. } => "llm.breaker",
-                };
-                let mut fields = serde_json::to_value(ev).unwrap_or_default();
-                if let Some(o) = fields.as_object_mut() {
-                    o.remove("type");
-                }
+                let (kind, fields) = ev.audit_entry();
                 entries.push(ironcage_audit::Event::new(kind, None, fields));
             }
             let audit = Arc::clone(&audit);
