@@ -110,9 +110,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn count(&self, d: Decision) -> u64 {
+    fn counter(&self, d: Decision) -> &AtomicU64 {
+        // ALL lists every variant, so the position always exists.
         let i = Decision::ALL.iter().position(|x| *x == d).unwrap_or(0);
-        self.decisions[i].load(Ordering::Relaxed)
+        &self.decisions[i]
+    }
+
+    pub fn count(&self, d: Decision) -> u64 {
+        self.counter(d).load(Ordering::Relaxed)
     }
 
     pub fn requests(&self) -> u64 {
@@ -127,7 +132,8 @@ pub struct Gateway {
     upstreams: HashMap<Provider, hyper::Uri>,
     credentials: HashMap<Provider, Zeroizing<String>>,
     pii: pii::Rules,
-    pii_responses: bool,
+    /// The rules responses are redacted with (`pii_responses`), made once.
+    response_pii: Option<pii::Rules>,
     allow_unpriced: bool,
     timeout: Duration,
     prices: Arc<PriceTable>,
@@ -187,8 +193,8 @@ impl Gateway {
         Ok(Gateway {
             upstreams,
             credentials: cfg.credentials,
+            response_pii: cfg.pii_responses.then(|| response_rules(&cfg.pii)),
             pii: cfg.pii,
-            pii_responses: cfg.pii_responses,
             allow_unpriced: cfg.allow_unpriced_models,
             timeout: cfg.upstream_timeout,
             prices,
@@ -232,14 +238,13 @@ impl Gateway {
     /// is not seen (each event is scanned on its own).
     fn redact_event(
         &self,
+        rules: &pii::Rules,
         name: Option<&str>,
         payload: &str,
         rec: &mut RequestRecord,
     ) -> Option<Bytes> {
         let mut v: Value = serde_json::from_str(payload).ok()?;
-        let c = self
-            .scanner
-            .apply_json(&mut v, &response_rules(&self.pii), &PROTOCOL_KEYS);
+        let c = self.scanner.apply_json(&mut v, rules, &PROTOCOL_KEYS);
         if c.redacted.is_empty() {
             return None;
         }
@@ -275,11 +280,9 @@ impl Gateway {
     /// Every request ends here exactly once.
     fn record(&self, r: RequestRecord) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let i = Decision::ALL
-            .iter()
-            .position(|x| *x == r.decision)
-            .unwrap_or(0);
-        self.stats.decisions[i].fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .counter(r.decision)
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(u) = &r.usage {
             self.stats.input_tokens.fetch_add(
                 u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
@@ -906,12 +909,8 @@ impl Gateway {
                         cost = flight.cost_of(&u);
                         rec.usage = Some(u);
                     }
-                    if self.pii_responses {
-                        let c = self.scanner.apply_json(
-                            &mut v,
-                            &response_rules(&self.pii),
-                            &PROTOCOL_KEYS,
-                        );
+                    if let Some(rules) = &self.response_pii {
+                        let c = self.scanner.apply_json(&mut v, rules, &PROTOCOL_KEYS);
                         if !c.redacted.is_empty() {
                             for (k, n) in &c.redacted {
                                 *rec.pii_redacted.entry(format!("response.{k}")).or_insert(0) += n;
@@ -1029,10 +1028,13 @@ impl Gateway {
         let mut failed = false;
         // The output the reservation covers; grows (by extending it) while budget remains.
         let mut covered = flight.watched;
+        // One wait for shutdown for the whole stream (not one per frame).
+        let mut shut_down = std::pin::pin!(crate::serve::stopped(self.shutdown.subscribe()));
         'read: loop {
-            let next = self
-                .unless_shut_down(tokio::time::timeout(self.timeout, body.frame()))
-                .await;
+            let next = tokio::select! {
+                next = tokio::time::timeout(self.timeout, body.frame()) => Some(next),
+                _ = &mut shut_down => None,
+            };
             let Some(next) = next else {
                 // The run is over: billed from what was seen (at worst, the reservation).
                 failed = true;
@@ -1070,8 +1072,8 @@ impl Gateway {
                         out = Bytes::from(stripped);
                     }
                 }
-                if self.pii_responses {
-                    if let Some(redacted) = self.redact_event(name, &payload, &mut rec) {
+                if let Some(rules) = &self.response_pii {
+                    if let Some(redacted) = self.redact_event(rules, name, &payload, &mut rec) {
                         out = redacted;
                     }
                 }
