@@ -282,64 +282,62 @@ async fn open(
     host: &Host,
     port: u16,
 ) -> Option<TcpStream> {
+    match connect_to(sh, method, host, port).await {
+        Ok(s) => Some(s),
+        Err((status, text, event)) => {
+            sh.emit(event);
+            answer(client, status, &text).await;
+            None
+        }
+    }
+}
+
+/// [`open`]'s decision and connection; a refusal or failure is the status and text to
+/// answer with, and the event to report.
+async fn connect_to(
+    sh: &Shared,
+    method: &str,
+    host: &Host,
+    port: u16,
+) -> Result<TcpStream, (u16, String, Event)> {
     let name = host.to_string();
-    let deny = |reason: DenyReason| Event::Denied {
-        method: method.to_string(),
-        host: name.clone(),
-        port,
-        reason: reason.to_string(),
+    let deny = |reason: DenyReason| {
+        let text = format!(
+            "ironcage egress: {}:{port} refused: {reason}",
+            host.authority_form()
+        );
+        let event = Event::Denied {
+            method: method.to_string(),
+            host: name.clone(),
+            port,
+            reason: reason.to_string(),
+        };
+        (403, text, event)
     };
-    let fail = |error: String| Event::Failed {
-        method: method.to_string(),
-        host: name.clone(),
-        port,
-        error,
+    let fail = |status: u16, error: String| {
+        let text = format!("ironcage egress: {name}:{port}: {error}");
+        let event = Event::Failed {
+            method: method.to_string(),
+            host: name.clone(),
+            port,
+            error,
+        };
+        (status, text, event)
     };
     let exact = match sh.rules.check_host(host, port) {
         Verdict::Allow { exact } => exact,
-        Verdict::Deny { reason } => {
-            let text = format!(
-                "ironcage egress: {}:{port} refused: {reason}",
-                host.authority_form()
-            );
-            sh.emit(deny(reason));
-            answer(client, 403, &text).await;
-            return None;
-        }
+        Verdict::Deny { reason } => return Err(deny(reason)),
     };
     let addrs = match host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(n) => match timeout(sh.limits.connect_timeout, sh.resolver.resolve(n)).await {
             Ok(Ok(a)) if !a.is_empty() => a,
-            outcome => {
-                let (status, error) = match outcome {
-                    Err(_) => (504, "timed out resolving the host".to_string()),
-                    Ok(Err(e)) => (502, format!("could not resolve the host: {e}")),
-                    Ok(Ok(_)) => (502, "the host has no addresses".to_string()),
-                };
-                sh.emit(fail(error.clone()));
-                answer(
-                    client,
-                    status,
-                    &format!("ironcage egress: {name}:{port}: {error}"),
-                )
-                .await;
-                return None;
-            }
+            Err(_) => return Err(fail(504, "timed out resolving the host".into())),
+            Ok(Err(e)) => return Err(fail(502, format!("could not resolve the host: {e}"))),
+            Ok(Ok(_)) => return Err(fail(502, "the host has no addresses".into())),
         },
     };
-    let addrs = match sh.rules.screen_addresses(exact, &addrs) {
-        Ok(a) => a,
-        Err(reason) => {
-            let text = format!(
-                "ironcage egress: {}:{port} refused: {reason}",
-                host.authority_form()
-            );
-            sh.emit(deny(reason));
-            answer(client, 403, &text).await;
-            return None;
-        }
-    };
+    let addrs = sh.rules.screen_addresses(exact, &addrs).map_err(deny)?;
     sh.emit(Event::Allowed {
         method: method.to_string(),
         host: name.clone(),
@@ -348,23 +346,10 @@ async fn open(
     match timeout(sh.limits.connect_timeout, connect_any(sh, &addrs, port)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
-            Some(s)
+            Ok(s)
         }
-        outcome => {
-            let (status, error) = match outcome {
-                Err(_) => (504, "timed out connecting".to_string()),
-                Ok(Err(e)) => (502, format!("could not connect: {e}")),
-                Ok(Ok(_)) => (502, "could not connect".to_string()),
-            };
-            sh.emit(fail(error.clone()));
-            answer(
-                client,
-                status,
-                &format!("ironcage egress: {name}:{port}: {error}"),
-            )
-            .await;
-            None
-        }
+        Err(_) => Err(fail(504, "timed out connecting".into())),
+        Ok(Err(e)) => Err(fail(502, format!("could not connect: {e}"))),
     }
 }
 
