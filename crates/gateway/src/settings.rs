@@ -95,20 +95,13 @@ impl Settings {
             }
         };
         let s: Settings = serde_norway::from_str(&text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let msg = e.to_string();
-            let msg = msg
-                .rfind(" at line ")
-                .map(|i| msg[..i].to_string())
-                .unwrap_or(msg);
+            let (line, column, message) =
+                ironcage_policy::yaml_error(&text, &e, |l, c, m| (l, c, m));
             SettingsError::Invalid {
                 origin: path.display().to_string(),
                 line,
                 column,
-                message: msg,
+                message,
             }
         })?;
         s.check()

@@ -272,24 +272,8 @@ impl PriceTable {
             ));
         }
         let raw: RawTable = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            // serde_norway appends " at line L column C"; the location goes first instead.
-            let msg = e.to_string();
-            let msg = match msg.rfind(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
-            let (line, column, mut msg) = refine(text, line, column, msg);
-            if text
-                .lines()
-                .nth(line.saturating_sub(1))
-                .is_some_and(|l| l.trim_start_matches(' ').starts_with('\t'))
-            {
-                msg.push_str(" (this line is indented with a tab; YAML indents with spaces)");
-            }
+            let (line, column, msg) =
+                ironcage_policy::yaml_error(text, &e, |l, c, m| refine(text, l, c, m));
             at(line, column, msg)
         })?;
         if raw.version != FORMAT_VERSION {

@@ -121,24 +121,7 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
     };
     check_shape(text).map_err(|(line, message)| at(line, 1, message))?;
     let policy: Policy = serde_norway::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        // serde_norway appends " at line L column C" to its message; we print our own.
-        let msg = e.to_string();
-        let msg = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        let (line, column, mut msg) = refine(text, line, column, msg);
-        if text
-            .lines()
-            .nth(line.saturating_sub(1))
-            .is_some_and(|l| l.trim_start_matches(' ').starts_with('\t'))
-        {
-            msg.push_str(" (this line is indented with a tab; YAML indents with spaces)");
-        }
+        let (line, column, msg) = yaml_error(text, &e, |l, c, m| refine(text, l, c, m));
         at(line, column, msg)
     })?;
     validate(&policy, text).map_err(|(field, needle, message)| {
@@ -146,6 +129,35 @@ pub fn parse(text: &str, origin: &Origin) -> Result<Policy, PolicyError> {
         at(line, column, format!("{field}: {message}"))
     })?;
     Ok(policy)
+}
+
+/// A YAML parse error as (line, column, message), the way every Iron Cage file reports one
+/// (policies, price tables, gateway settings): serde_norway's trailing " at line L column
+/// C" taken out of the message, `refine` given the chance to point at the offending value,
+/// and a line indented with a tab named as such.
+pub fn yaml_error(
+    text: &str,
+    e: &serde_norway::Error,
+    refine: impl FnOnce(usize, usize, String) -> (usize, usize, String),
+) -> (usize, usize, String) {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    let (line, column, mut msg) = refine(line, column, msg);
+    if text
+        .lines()
+        .nth(line.saturating_sub(1))
+        .is_some_and(|l| l.trim_start_matches(' ').starts_with('\t'))
+    {
+        msg.push_str(" (this line is indented with a tab; YAML indents with spaces)");
+    }
+    (line, column, msg)
 }
 
 /// Largest policy accepted: a policy is a page of settings.
